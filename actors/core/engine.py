@@ -1,0 +1,264 @@
+"""The matching engine of one shard: many symbols, one gap-free event sequence.
+
+`MatchingEngine.apply` takes a batch of commands and returns the batch of events; it is the
+unit a shard's book actor wraps (journal the batch, apply it, publish the events). It assigns
+order ids (``shard_id << 40`` plus a counter) and event sequence numbers, so a replay of the
+same batches gives the same ids, the same events and the same `state_hash`.
+
+A command with bad values (unknown symbol or order, non-positive or off-lot quantity,
+off-tick price, ...) gives an `OrderRejected` and changes nothing; exceptions are left for
+bugs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import msgspec
+
+from actors.core.book import BookState, OrderBook, OrderIds, PreTradeGate, RestingOrder
+from protocols.messages import (
+    CancelOrder,
+    CancelReason,
+    Command,
+    Event,
+    Instrument,
+    KillSwitchSet,
+    MassCancel,
+    NewOrder,
+    OrderRejected,
+    RejectCode,
+    ReplaceOrder,
+    RequestKind,
+    RiskLimitsSet,
+    SetKillSwitch,
+    SetRiskLimits,
+    SetSymbolHalt,
+    SymbolHaltSet,
+)
+
+ORDER_ID_SHARD_BITS: Final = 40
+"""Order ids are ``shard_id << 40 | n``: unique across shards, ~10**12 orders per shard."""
+
+
+class EngineState(msgspec.Struct, frozen=True, kw_only=True):
+    """Canonical state of an engine; the body of its snapshot and of its `state_hash`."""
+
+    shard_id: int
+    next_seq: int
+    next_order_id: int
+    books: list[BookState]
+    """One per symbol, sorted by symbol."""
+
+
+class MatchingEngine:
+    """Apply command batches to the order books of one shard."""
+
+    def __init__(
+        self,
+        instruments: Iterable[Instrument],
+        shard_id: int = 0,
+        gate: PreTradeGate | None = None,
+    ) -> None:
+        self.shard_id = shard_id
+        self.gate = gate
+        """Pre-trade risk checks, consulted by every book; it observes every event."""
+        self._order_ids = OrderIds((shard_id << ORDER_ID_SHARD_BITS) + 1)
+        self.books: dict[str, OrderBook] = {
+            instrument.symbol: OrderBook(instrument, gate, self._order_ids)
+            for instrument in instruments
+        }
+        self._symbols = sorted(self.books)
+        self.next_seq = 1
+        """Sequence number of the next event."""
+
+    @property
+    def next_order_id(self) -> int:
+        """Id the next accepted order gets."""
+        return self._order_ids.next
+
+    def apply(self, commands: Sequence[Command]) -> list[Event]:
+        """Apply a batch of commands in order and return every event it caused.
+
+        Level changes for market data follow the order events, once per batch.
+        """
+        out: list[Event] = []
+        if not commands:
+            return out
+        seq = self.next_seq
+        books = self.books
+        gate = self.gate
+        first = 0
+        for command in commands:
+            if gate is not None:
+                first = len(out)
+            kind = type(command)
+            if kind is NewOrder or kind is CancelOrder or kind is ReplaceOrder:
+                symbol = command.symbol  # type: ignore[union-attr]
+                book = books.get(symbol)
+                if book is None:
+                    text = f"unknown symbol {symbol!r}"
+                    out.append(_reject(command, RejectCode.UNKNOWN_SYMBOL, text, seq))
+                    seq += 1
+                    continue
+                if kind is NewOrder:
+                    seq = book.submit(command, seq, out)  # type: ignore[arg-type]
+                elif command.order_id in book.orders:  # type: ignore[union-attr]
+                    if kind is CancelOrder:
+                        seq = book.cancel(command, seq, out)  # type: ignore[arg-type]
+                    else:
+                        seq = book.replace(command, seq, out)  # type: ignore[arg-type]
+                else:
+                    out.append(self._reject_missing(command, seq))  # type: ignore[arg-type]
+                    seq += 1
+            elif kind in _ADMIN:
+                seq = self._apply_admin(command, seq, out)
+            else:
+                raise TypeError(f"not a command: {command!r}")
+            if gate is not None:
+                gate.observe(out, first)
+        ts_ns = commands[-1].ts_ns
+        for symbol in self._symbols:
+            book = books[symbol]
+            if book.dirty:
+                seq = book.flush_level_changes(ts_ns, seq, out)
+        self.next_seq = seq
+        return out
+
+    def _apply_admin(self, command: Command, seq: int, out: list[Event]) -> int:
+        """Apply an admin command: emit its event, then any cancels it causes."""
+        symbol: str = getattr(command, "symbol", "")  # a kill switch covers every symbol
+        if symbol and symbol not in self.books:
+            text = f"unknown symbol {symbol!r}"
+            out.append(_reject(command, RejectCode.UNKNOWN_SYMBOL, text, seq))
+            return seq + 1
+        problem = self.gate.check_admin(command) if self.gate is not None else None
+        if problem is not None:
+            out.append(_reject(command, problem[0], problem[1], seq))
+            return seq + 1
+        ts_ns = command.ts_ns
+        request_id = command.client_order_id
+        if type(command) is SetRiskLimits:
+            out.append(
+                RiskLimitsSet(
+                    seq=seq,
+                    ts_ns=ts_ns,
+                    account=command.account,
+                    symbol=symbol,
+                    limits=command.limits,
+                    request_id=request_id,
+                )
+            )
+            return seq + 1
+        if type(command) is SetSymbolHalt:
+            out.append(
+                SymbolHaltSet(
+                    seq=seq, ts_ns=ts_ns, symbol=symbol, halted=command.halted,
+                    request_id=request_id,
+                )
+            )
+            return seq + 1
+        if type(command) is SetKillSwitch:
+            out.append(
+                KillSwitchSet(
+                    seq=seq, ts_ns=ts_ns, account=command.account, engaged=command.engaged,
+                    request_id=request_id,
+                )
+            )
+            seq += 1
+            if not command.engaged:
+                return seq
+            reason = CancelReason.KILL_SWITCH
+        else:
+            reason = CancelReason.MASS_CANCEL
+        for name in [symbol] if symbol else sorted(self.books):
+            seq = self.books[name].cancel_all(command.account, reason, ts_ns, request_id, seq, out)
+        return seq
+
+    def _reject_missing(self, request: CancelOrder | ReplaceOrder, seq: int) -> OrderRejected:
+        order_id = request.order_id
+        base = self.shard_id << ORDER_ID_SHARD_BITS
+        if base < order_id < self.next_order_id:
+            code = RejectCode.ORDER_NOT_OPEN
+            text = (
+                f"order {order_id} is not open in {request.symbol}: filled, cancelled, "
+                f"or entered for another symbol"
+            )
+        else:
+            code, text = RejectCode.UNKNOWN_ORDER, f"no order {order_id} was ever entered here"
+        return _reject(request, code, text, seq)
+
+    # ---------------------------------------------------------------- queries
+
+    def find_order(self, order_id: int) -> RestingOrder | None:
+        """Return the live order with this id, or None."""
+        for book in self.books.values():
+            order = book.orders.get(order_id)
+            if order is not None:
+                return order
+        return None
+
+    def state(self) -> EngineState:
+        """Return the canonical state (a deep copy, safe to keep or encode)."""
+        return EngineState(
+            shard_id=self.shard_id,
+            next_seq=self.next_seq,
+            next_order_id=self.next_order_id,
+            books=[self.books[symbol].state() for symbol in sorted(self.books)],
+        )
+
+    @classmethod
+    def from_state(
+        cls,
+        instruments: Iterable[Instrument],
+        state: EngineState,
+        gate: PreTradeGate | None = None,
+    ) -> MatchingEngine:
+        """Rebuild an engine from a snapshot of its state (the gate restores its own)."""
+        engine = cls(instruments, state.shard_id, gate)
+        engine._order_ids.next = state.next_order_id
+        for book_state in state.books:
+            book = engine.books[book_state.symbol]
+            engine.books[book_state.symbol] = OrderBook.from_state(
+                book.instrument, book_state, gate, engine._order_ids
+            )
+        engine.next_seq = state.next_seq
+        return engine
+
+    def state_hash(self) -> str:
+        """Return a hex digest that is equal for equal states, however they were reached."""
+        return hashlib.blake2b(msgspec.msgpack.encode(self.state()), digest_size=16).hexdigest()
+
+    def check_invariants(self) -> None:
+        """Raise `AssertionError` if any book is inconsistent or ids are out of range."""
+        base = self.shard_id << ORDER_ID_SHARD_BITS
+        for book in self.books.values():
+            book.check_invariants()
+            for order_id in book.orders:
+                assert base < order_id < self.next_order_id, f"order id {order_id} out of range"
+
+
+_ADMIN: Final = frozenset({MassCancel, SetRiskLimits, SetKillSwitch, SetSymbolHalt})
+
+
+def _reject(command: Command, code: RejectCode, text: str, seq: int) -> OrderRejected:
+    if type(command) is NewOrder:
+        kind, order_id = RequestKind.NEW_ORDER, 0
+    elif type(command) is CancelOrder or type(command) is ReplaceOrder:
+        kind = RequestKind.CANCEL if type(command) is CancelOrder else RequestKind.REPLACE
+        order_id = command.order_id
+    else:
+        kind, order_id = RequestKind.ADMIN, 0
+    return OrderRejected(
+        seq=seq,
+        ts_ns=command.ts_ns,
+        symbol=getattr(command, "symbol", ""),
+        account=command.account,
+        client_order_id=command.client_order_id,
+        request=kind,
+        code=code,
+        text=text,
+        order_id=order_id,
+    )
