@@ -10,7 +10,7 @@ through a `MatchingEngine` as it goes; replaying the generated commands into a f
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 
@@ -34,9 +34,9 @@ class FlowConfig(msgspec.Struct, frozen=True, kw_only=True):
     operations: int = 1_000_000
     seed: int = 7
     accounts: int = 20
-    limit_share: float = 0.55
+    limit_share: float = 0.50
     """Share of GTC limit orders; about one in eight of them crosses the mid."""
-    cancel_share: float = 0.25
+    cancel_share: float = 0.30
     replace_share: float = 0.10
     ioc_share: float = 0.05
     """Share of IOC limit orders priced through the mid; the rest are market orders."""
@@ -63,19 +63,35 @@ def demo_instruments(count: int = 8) -> list[Instrument]:
 
 
 def generate_flow(
-    instruments: Sequence[Instrument], config: FlowConfig | None = None, shard_id: int = 0
+    instruments: Sequence[Instrument],
+    config: FlowConfig | None = None,
+    shard_of: Callable[[str], int] | None = None,
 ) -> list[Command]:
-    """Return ``config.operations`` commands; deterministic for a given seed and instruments."""
-    return list(iter_flow(instruments, config, shard_id))
+    """Return ``config.operations`` commands; deterministic for a given seed and instruments.
+
+    ``shard_of`` maps a symbol to its shard (all on shard 0 if not given); the order ids in
+    cancels and replaces are those the shards will assign.
+    """
+    return list(iter_flow(instruments, config, shard_of))
 
 
 def iter_flow(
-    instruments: Sequence[Instrument], config: FlowConfig | None = None, shard_id: int = 0
+    instruments: Sequence[Instrument],
+    config: FlowConfig | None = None,
+    shard_of: Callable[[str], int] | None = None,
 ) -> Iterator[Command]:
     """Yield the flow command by command (see `generate_flow`)."""
     config = config or FlowConfig()
     rng = random.Random(config.seed)
-    engine = MatchingEngine(instruments, shard_id)
+    shard_of = shard_of or (lambda symbol: 0)
+    grouped: dict[int, list[Instrument]] = {}
+    for instrument in instruments:
+        grouped.setdefault(shard_of(instrument.symbol), []).append(instrument)
+    engines = {shard: MatchingEngine(members, shard) for shard, members in grouped.items()}
+    engine_of = {
+        instrument.symbol: engines[shard] for shard, members in grouped.items()
+        for instrument in members
+    }
     symbols = [instrument.symbol for instrument in instruments]
     by_symbol = {instrument.symbol: instrument for instrument in instruments}
     mids = {
@@ -93,7 +109,7 @@ def iter_flow(
 
     def pick_live(symbol: str) -> int | None:
         ids = live[symbol]
-        orders = engine.books[symbol].orders
+        orders = engine_of[symbol].books[symbol].orders
         while ids:
             index = rng.randrange(len(ids))
             order_id = ids[index]
@@ -142,7 +158,7 @@ def iter_flow(
             )
         elif roll < replace_edge:
             assert target is not None
-            resting = engine.books[symbol].orders[target]
+            resting = engine_of[symbol].books[symbol].orders[target]
             if rng.random() < 0.5 and resting.quantity > lot:
                 price = resting.price
                 quantity = rng.randint(1, resting.quantity // lot - 1) * lot
@@ -184,7 +200,7 @@ def iter_flow(
                     time_in_force=TimeInForce.IOC,
                     ts_ns=ts_ns,
                 )
-        for event in engine.apply([command]):
+        for event in engine_of[symbol].apply([command]):
             if type(event) is OrderAccepted and event.time_in_force == TimeInForce.GTC:
                 live[symbol].append(event.order_id)
                 owner[event.order_id] = event.account

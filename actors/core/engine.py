@@ -13,6 +13,7 @@ bugs.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -51,6 +52,12 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     next_order_id: int
     books: list[BookState]
     """One per symbol, sorted by symbol."""
+    window_accounts: list[str] = []
+    """The idempotency window, oldest first, column by column: accounts, ..."""
+    window_client_order_ids: list[str] = []
+    """... client order ids, ..."""
+    window_order_ids: list[int] = []
+    """... and the order each created or named (0: none)."""
 
 
 class MatchingEngine:
@@ -61,10 +68,19 @@ class MatchingEngine:
         instruments: Iterable[Instrument],
         shard_id: int = 0,
         gate: PreTradeGate | None = None,
+        client_order_id_window: int = 0,
     ) -> None:
         self.shard_id = shard_id
         self.gate = gate
         """Pre-trade risk checks, consulted by every book; it observes every event."""
+        self.client_order_id_window = client_order_id_window
+        """How many recent (account, client order id) pairs to remember; 0: no idempotency."""
+        # (account, client_order_id) -> order id it created or named (0: none). FIFO order is
+        # kept in deques (evicting from the front of a dict makes its iteration O(n)); the ids
+        # ride along so a snapshot is built column by column at C speed.
+        self._seen: dict[tuple[str, str], int] = {}
+        self._seen_order: deque[tuple[str, str]] = deque()
+        self._seen_ids: deque[int] = deque()
         self._order_ids = OrderIds((shard_id << ORDER_ID_SHARD_BITS) + 1)
         self.books: dict[str, OrderBook] = {
             instrument.symbol: OrderBook(instrument, gate, self._order_ids)
@@ -79,10 +95,12 @@ class MatchingEngine:
         """Id the next accepted order gets."""
         return self._order_ids.next
 
-    def apply(self, commands: Sequence[Command]) -> list[Event]:
+    def apply(self, commands: Sequence[Command], ends: list[int] | None = None) -> list[Event]:
         """Apply a batch of commands in order and return every event it caused.
 
-        Level changes for market data follow the order events, once per batch.
+        Level changes for market data follow the order events, once per batch. If ``ends`` is
+        given, append to it, per command, the index just past that command's events (so
+        ``events[ends[i - 1]:ends[i]]`` are command ``i``'s).
         """
         out: list[Event] = []
         if not commands:
@@ -90,35 +108,55 @@ class MatchingEngine:
         seq = self.next_seq
         books = self.books
         gate = self.gate
+        seen = self._seen if self.client_order_id_window else None
         first = 0
         for command in commands:
             if gate is not None:
                 first = len(out)
             kind = type(command)
             if kind is NewOrder or kind is CancelOrder or kind is ReplaceOrder:
+                key = None
+                if seen is not None and command.client_order_id:
+                    key = (command.account, command.client_order_id)
+                    original = seen.get(key)
+                    if original is not None:
+                        out.append(_reject_duplicate(command, original, seq))  # type: ignore[arg-type]
+                        seq += 1
+                        if ends is not None:
+                            ends.append(len(out))
+                        continue
                 symbol = command.symbol  # type: ignore[union-attr]
                 book = books.get(symbol)
+                named = 0
                 if book is None:
                     text = f"unknown symbol {symbol!r}"
                     out.append(_reject(command, RejectCode.UNKNOWN_SYMBOL, text, seq))
                     seq += 1
-                    continue
-                if kind is NewOrder:
+                elif kind is NewOrder:
+                    before = self._order_ids.next
                     seq = book.submit(command, seq, out)  # type: ignore[arg-type]
-                elif command.order_id in book.orders:  # type: ignore[union-attr]
-                    if kind is CancelOrder:
-                        seq = book.cancel(command, seq, out)  # type: ignore[arg-type]
-                    else:
-                        seq = book.replace(command, seq, out)  # type: ignore[arg-type]
+                    if self._order_ids.next != before:
+                        named = before
                 else:
-                    out.append(self._reject_missing(command, seq))  # type: ignore[arg-type]
-                    seq += 1
+                    named = command.order_id  # type: ignore[union-attr]
+                    if named in book.orders:
+                        if kind is CancelOrder:
+                            seq = book.cancel(command, seq, out)  # type: ignore[arg-type]
+                        else:
+                            seq = book.replace(command, seq, out)  # type: ignore[arg-type]
+                    else:
+                        out.append(self._reject_missing(command, seq))  # type: ignore[arg-type]
+                        seq += 1
+                if key is not None:
+                    self._remember(key, named)
             elif kind in _ADMIN:
                 seq = self._apply_admin(command, seq, out)
             else:
                 raise TypeError(f"not a command: {command!r}")
             if gate is not None:
                 gate.observe(out, first)
+            if ends is not None:
+                ends.append(len(out))
         ts_ns = commands[-1].ts_ns
         for symbol in self._symbols:
             book = books[symbol]
@@ -126,6 +164,14 @@ class MatchingEngine:
                 seq = book.flush_level_changes(ts_ns, seq, out)
         self.next_seq = seq
         return out
+
+    def _remember(self, key: tuple[str, str], order_id: int) -> None:
+        self._seen[key] = order_id
+        self._seen_order.append(key)
+        self._seen_ids.append(order_id)
+        if len(self._seen_order) > self.client_order_id_window:
+            del self._seen[self._seen_order.popleft()]
+            self._seen_ids.popleft()
 
     def _apply_admin(self, command: Command, seq: int, out: list[Event]) -> int:
         """Apply an admin command: emit its event, then any cancels it causes."""
@@ -207,6 +253,9 @@ class MatchingEngine:
             next_seq=self.next_seq,
             next_order_id=self.next_order_id,
             books=[self.books[symbol].state() for symbol in sorted(self.books)],
+            window_accounts=[account for account, _ in self._seen_order],
+            window_client_order_ids=[client_order_id for _, client_order_id in self._seen_order],
+            window_order_ids=list(self._seen_ids),
         )
 
     @classmethod
@@ -215,9 +264,16 @@ class MatchingEngine:
         instruments: Iterable[Instrument],
         state: EngineState,
         gate: PreTradeGate | None = None,
+        client_order_id_window: int = 0,
     ) -> MatchingEngine:
         """Rebuild an engine from a snapshot of its state (the gate restores its own)."""
-        engine = cls(instruments, state.shard_id, gate)
+        engine = cls(instruments, state.shard_id, gate, client_order_id_window)
+        keys = list(zip(state.window_accounts, state.window_client_order_ids, strict=True))
+        if client_order_id_window:
+            keep = slice(max(0, len(keys) - client_order_id_window), None)
+            engine._seen_order = deque(keys[keep])
+            engine._seen_ids = deque(state.window_order_ids[keep])
+            engine._seen = dict(zip(engine._seen_order, engine._seen_ids, strict=True))
         engine._order_ids.next = state.next_order_id
         for book_state in state.books:
             book = engine.books[book_state.symbol]
@@ -241,6 +297,22 @@ class MatchingEngine:
 
 
 _ADMIN: Final = frozenset({MassCancel, SetRiskLimits, SetKillSwitch, SetSymbolHalt})
+
+
+def _reject_duplicate(
+    command: NewOrder | CancelOrder | ReplaceOrder, original: int, seq: int
+) -> OrderRejected:
+    """Answer a resubmitted request: nothing happens again, the reject names the order."""
+    if type(command) is NewOrder:
+        outcome = f"it created order {original}" if original else "that order was rejected"
+    else:
+        outcome = f"that request for order {original} was already processed"
+    text = (
+        f"client order id {command.client_order_id!r} was already used by account "
+        f"{command.account!r}: {outcome}"
+    )
+    rejected = _reject(command, RejectCode.DUPLICATE_CLIENT_ORDER_ID, text, seq)
+    return msgspec.structs.replace(rejected, order_id=original)
 
 
 def _reject(command: Command, code: RejectCode, text: str, seq: int) -> OrderRejected:

@@ -639,3 +639,36 @@ def test_halt_and_limits_are_events_and_unknown_symbols_are_rejected() -> None:
     assert isinstance(events[1], OrderRejected)
     assert events[1].code == RejectCode.UNKNOWN_SYMBOL and events[1].request.name == "ADMIN"
     assert isinstance(events[2], RiskLimitsSet) and events[2].limits.max_open_orders == 3
+
+
+# ------------------------------------------------------------------ idempotency
+
+
+def test_a_resubmitted_request_is_answered_as_a_duplicate_naming_the_original() -> None:
+    """Within the window, the same (account, client order id) again is a duplicate reject
+    naming the order it created or named; nothing is applied twice."""
+    engine = MatchingEngine([INSTRUMENT], client_order_id_window=3)
+    new = sell(10, 100)
+    events = engine.apply([new, new])
+    assert [type(e).__name__ for e in events[:2]] == ["OrderAccepted", "OrderRejected"]
+    assert events[1].code == RejectCode.DUPLICATE_CLIENT_ORDER_ID  # type: ignore[union-attr]
+    assert events[1].order_id == 1  # type: ignore[union-attr]
+    request = cancel(1)
+    first, again = engine.apply([request]), engine.apply([request])
+    assert first[0].reason == CancelReason.USER  # type: ignore[union-attr]
+    assert again[0].code == RejectCode.DUPLICATE_CLIENT_ORDER_ID  # type: ignore[union-attr]
+    refused = buy(15, 100)  # off-lot: rejected, and its id is spent all the same
+    engine.apply([refused])
+    assert engine.apply([refused])[0].order_id == 0  # type: ignore[union-attr]
+
+
+def test_the_idempotency_window_forgets_the_oldest_and_survives_a_snapshot() -> None:
+    """The window is bounded (oldest forgotten first) and part of the snapshot state."""
+    engine = MatchingEngine([INSTRUMENT], client_order_id_window=2)
+    orders = [sell(10, 100 + 5 * i) for i in range(3)]
+    engine.apply(orders)
+    restored = MatchingEngine.from_state([INSTRUMENT], engine.state(), client_order_id_window=2)
+    for candidate in (engine, restored):
+        replies = candidate.apply([orders[0], orders[2]])
+        assert type(replies[0]).__name__ == "OrderAccepted"  # forgotten: a new order
+        assert replies[1].code == RejectCode.DUPLICATE_CLIENT_ORDER_ID  # type: ignore[union-attr]

@@ -1,0 +1,266 @@
+"""Readers of a shard's event log: the risk and position actors.
+
+A projection folds the shard's events, in sequence order, into a read model and answers
+queries from it, so the book actor (the command path) never serves them. Events arrive
+pushed by the book actor, after its reply, in batches tagged with their sequence range. A
+projection keeps its own offset (``next_seq``):
+
+* a batch it has already folded is ignored (at-least-once delivery is fine);
+* a batch that starts beyond ``next_seq`` means it missed events (it or the book actor
+  restarted, or the publisher dropped batches under pressure): it first folds the missing
+  events, replayed from the shard's journal by its `ProjectionLog`.
+
+On start (and so after a crash) it loads its newest own snapshot and catches up from the
+journal before it serves: the same recovery path as the book actor's. Like the book actor,
+these are plain classes; cluster wiring wraps them with ``ray.remote``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from actors.core.positions import LedgerState, PositionLedger
+from actors.core.risk import RiskLimits, RiskState
+from actors.tuning import tune_gc
+from protocols.messages import Event, Instrument, decode_events
+
+log = logging.getLogger(__name__)
+
+
+class ProjectionLog(Protocol):
+    """A projection's view of the shard's storage (see cluster.storage)."""
+
+    def events(self, from_seq: int, to_seq: int | None = None) -> Iterable[Sequence[Event]]:
+        """Yield the events ``from_seq..to_seq`` (to the journal's end if None), in order."""
+        ...
+
+    def load_snapshot(self, name: str) -> tuple[int, bytes] | None:
+        """Return this projection's newest valid snapshot as ``(last event, payload)``."""
+        ...
+
+    def save_snapshot(self, name: str, seq: int, payload: bytes) -> None:
+        """Store this projection's state, which includes every event up to ``seq``."""
+        ...
+
+
+class ProjectionGapError(RuntimeError):
+    """A projection missed events and the journal cannot supply them."""
+
+
+class Projection:
+    """Fold a shard's events into a read model, in order, exactly once."""
+
+    name = "projection"
+
+    def __init__(
+        self,
+        shard_id: int,
+        *,
+        log_factory: Callable[[], ProjectionLog] | None = None,
+        snapshot_every_events: int = 200_000,
+    ) -> None:
+        tune_gc()
+        self.shard_id = shard_id
+        self.next_seq = 1
+        self.log = log_factory() if log_factory is not None else None
+        self.snapshot_every_events = snapshot_every_events
+        self.gaps_repaired = 0
+        self.incarnation = f"{os.getpid()}-{time.time_ns()}"
+        self._recover()
+        self._last_snapshot_seq = self.next_seq
+
+    # subclasses define the read model
+    def fold(self, events: Sequence[Event]) -> None:
+        """Apply events (in order, none seen before) to the read model."""
+        raise NotImplementedError
+
+    def encode_state(self) -> bytes:
+        raise NotImplementedError
+
+    def restore_state(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _recover(self) -> None:
+        if self.log is None:
+            return
+        started = time.perf_counter()
+        found = self.log.load_snapshot(self.name)
+        if found is not None:
+            seq, payload = found
+            self.restore_state(payload)
+            self.next_seq = seq + 1
+        snapshot_seq = self.next_seq - 1
+        self._fold_from_journal(None)
+        log.info("shard %d %s recovered to event %d (snapshot at %d) in %.3f s",
+                 self.shard_id, self.name, self.next_seq - 1, snapshot_seq,
+                 time.perf_counter() - started)
+
+    def _fold_from_journal(self, to_seq: int | None) -> None:
+        assert self.log is not None
+        for events in self.log.events(self.next_seq, to_seq):
+            fresh = [event for event in events if event.seq >= self.next_seq]
+            if fresh:
+                if fresh[0].seq != self.next_seq:
+                    raise ProjectionGapError(
+                        f"shard {self.shard_id} {self.name}: replay jumped from event "
+                        f"{self.next_seq} to {fresh[0].seq}"
+                    )
+                self.fold(fresh)
+                self.next_seq = fresh[-1].seq + 1
+
+    def on_events(self, batches: Sequence[tuple[int, int, bytes]]) -> int:
+        """Take pushed batches ``(first_seq, last_seq, encoded events)``; return next_seq."""
+        for first_seq, last_seq, payload in batches:
+            if last_seq < self.next_seq:
+                continue
+            if first_seq > self.next_seq:
+                self.repair(first_seq - 1)
+            events = decode_events(payload)
+            if first_seq < self.next_seq:
+                events = events[self.next_seq - first_seq :]
+            self.fold(events)
+            self.next_seq = last_seq + 1
+        due = self.next_seq - self._last_snapshot_seq > self.snapshot_every_events
+        if due and self.log is not None:
+            self.snapshot()
+        return self.next_seq
+
+    def repair(self, to_seq: int) -> None:
+        """Fold the events ``next_seq..to_seq`` from the journal."""
+        if self.log is None:
+            raise ProjectionGapError(
+                f"shard {self.shard_id} {self.name} is at event {self.next_seq} but received "
+                f"events after {to_seq}, and has no journal to catch up from"
+            )
+        log.warning("shard %d %s catching up from the journal: events %d..%d",
+                    self.shard_id, self.name, self.next_seq, to_seq)
+        self._fold_from_journal(to_seq)
+        if self.next_seq != to_seq + 1:
+            raise ProjectionGapError(
+                f"shard {self.shard_id} {self.name}: the journal ends at event "
+                f"{self.next_seq - 1}, short of {to_seq}"
+            )
+        self.gaps_repaired += 1
+
+    def snapshot(self) -> int:
+        """Write this projection's snapshot now; return the last event it includes."""
+        if self.log is None:
+            raise RuntimeError(f"{self.name} has no storage to snapshot to")
+        self.log.save_snapshot(self.name, self.next_seq - 1, self.encode_state())
+        self._last_snapshot_seq = self.next_seq
+        return self.next_seq - 1
+
+    def position(self) -> int:
+        """Return the next sequence number this projection expects (its offset)."""
+        return self.next_seq
+
+    def ping(self) -> tuple[str, int]:
+        """Answer a health check: this process's incarnation and its offset."""
+        return self.incarnation, self.next_seq
+
+    def pid(self) -> int:
+        """Return this actor's process id (tests kill it for real)."""
+        return os.getpid()
+
+
+class PositionActor(Projection):
+    """The position read model of a shard: positions, PnL, volume and fees per account."""
+
+    name = "positions"
+
+    def __init__(
+        self,
+        shard_id: int,
+        instruments: Sequence[Instrument],
+        *,
+        log_factory: Callable[[], ProjectionLog] | None = None,
+        snapshot_every_events: int = 200_000,
+    ) -> None:
+        self.instruments = list(instruments)
+        self.ledger = PositionLedger(self.instruments)
+        super().__init__(shard_id, log_factory=log_factory,
+                         snapshot_every_events=snapshot_every_events)
+
+    def fold(self, events: Sequence[Event]) -> None:
+        self.ledger.observe(events, 0)
+
+    def encode_state(self) -> bytes:
+        return msgspec.msgpack.encode(self.ledger.state())
+
+    def restore_state(self, payload: bytes) -> None:
+        state = msgspec.msgpack.decode(payload, type=LedgerState)
+        self.ledger = PositionLedger.from_state(self.instruments, state)
+
+    def positions(self, account: str) -> list[dict[str, object]]:
+        """Return the account's positions in this shard's symbols."""
+        return [_as_dict(position) for position in self.ledger.positions(account)]
+
+    def all_positions(self) -> list[dict[str, object]]:
+        """Return every account's positions in this shard's symbols."""
+        return [_as_dict(position) for position in self.ledger.all_positions()]
+
+    def state_hash(self) -> str:
+        return self.ledger.state_hash()
+
+
+class RiskActor(Projection):
+    """The risk read model of a shard: exposure, limits, kill switches and halts.
+
+    It folds the same events through the same `RiskLimits` as the book actor's pre-trade gate,
+    so what it reports is what the gate decides with, one publication behind at most.
+    """
+
+    name = "risk"
+
+    def __init__(
+        self,
+        shard_id: int,
+        instruments: Sequence[Instrument],
+        *,
+        log_factory: Callable[[], ProjectionLog] | None = None,
+        snapshot_every_events: int = 200_000,
+    ) -> None:
+        self.instruments = list(instruments)
+        self.risk = RiskLimits(self.instruments)
+        super().__init__(shard_id, log_factory=log_factory,
+                         snapshot_every_events=snapshot_every_events)
+
+    def fold(self, events: Sequence[Event]) -> None:
+        self.risk.observe(events, 0)
+
+    def encode_state(self) -> bytes:
+        return msgspec.msgpack.encode(self.risk.state())
+
+    def restore_state(self, payload: bytes) -> None:
+        state = msgspec.msgpack.decode(payload, type=RiskState)
+        self.risk = RiskLimits.from_state(self.instruments, state)
+
+    def exposure(self, account: str) -> dict[str, object]:
+        """Return the account's exposure in this shard (positions, open orders, limits)."""
+        return _as_dict(self.risk.exposure(account))
+
+    def limits(self, account: str, symbol: str) -> dict[str, object]:
+        """Return the limits that apply to the account's orders in ``symbol``."""
+        return _as_dict(self.risk.limits(account, symbol))
+
+    def status(self) -> dict[str, object]:
+        """Return kill switches and halts in force in this shard."""
+        return {
+            "killed_accounts": self.risk.killed_accounts(),
+            "halted_symbols": self.risk.halted_symbols(),
+        }
+
+    def state_hash(self) -> str:
+        return self.risk.state_hash()
+
+
+def _as_dict(value: object) -> dict[str, object]:
+    result = msgspec.to_builtins(value)
+    assert isinstance(result, dict)
+    return result

@@ -1,0 +1,151 @@
+"""Publication of a shard's events from its book actor to the shard's readers.
+
+The book actor hands each batch's encoded events to a `ReaderFanout` and returns its reply at
+once; a background thread sends the batches to every reader actor with fire-and-forget Ray
+calls. It lingers ``linger_s`` after the first pending batch before sending: submitting a Ray
+call costs the book actor's process CPU and the GIL, and sending while the reply is still on
+its way out added ~1 ms to a single order's round trip here; lingering also coalesces the
+batches of a busy shard into one call per reader. Per reader, at most ``max_in_flight`` calls
+are outstanding; whatever piles up meanwhile goes out in the next call, so a slow reader costs
+fewer calls, not more.
+
+Memory is bounded: past ``max_pending_bytes`` of unsent events for a reader, the oldest are
+dropped and the reader, seeing a gap in the sequence, catches up from the journal. A dead
+reader is logged and skipped; its supervisor restarts it and it recovers from the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[int, int, bytes]
+
+
+class _Reader:
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name = name
+        self.handle = handle
+        self.pending: deque[Batch] = deque()
+        self.pending_bytes = 0
+        self.in_flight: list[ray.ObjectRef] = []  # type: ignore[type-arg]
+        self.dropped = 0
+
+
+class ReaderFanout:
+    """Send event batches to reader actors from a background thread (an `EventSink`)."""
+
+    def __init__(
+        self,
+        readers: Mapping[str, Any],
+        *,
+        max_in_flight: int = 2,
+        max_pending_bytes: int = 64 << 20,
+        linger_s: float = 0.005,
+    ) -> None:
+        self._readers = [_Reader(name, handle) for name, handle in readers.items()]
+        self._max_in_flight = max_in_flight
+        self._linger_s = linger_s
+        self._max_pending_bytes = max_pending_bytes
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="reader-fanout", daemon=True)
+        self._thread.start()
+
+    def publish(self, first_seq: int, last_seq: int, payload: bytes) -> None:
+        """Queue a batch for every reader; never blocks on the readers."""
+        with self._wake:
+            for reader in self._readers:
+                reader.pending.append((first_seq, last_seq, payload))
+                reader.pending_bytes += len(payload)
+                while reader.pending_bytes > self._max_pending_bytes and len(reader.pending) > 1:
+                    dropped = reader.pending.popleft()
+                    reader.pending_bytes -= len(dropped[2])
+                    reader.dropped += 1
+                    if reader.dropped == 1 or reader.dropped % 1000 == 0:
+                        log.warning("reader %s is slow: %d batches dropped so far; it will "
+                                    "catch up from the journal", reader.name, reader.dropped)
+            self._wake.notify()
+
+    def add_reader(self, name: str, handle: Any) -> None:
+        """Start publishing to another reader (from the next batch on)."""
+        with self._wake:
+            self._readers = [reader for reader in self._readers if reader.name != name]
+            self._readers.append(_Reader(name, handle))
+
+    def remove_reader(self, name: str) -> None:
+        """Stop publishing to a reader."""
+        with self._wake:
+            self._readers = [reader for reader in self._readers if reader.name != name]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Return per reader: batches pending, calls in flight, batches dropped."""
+        with self._wake:
+            return {
+                reader.name: {
+                    "pending": len(reader.pending),
+                    "in_flight": len(reader.in_flight),
+                    "dropped": reader.dropped,
+                }
+                for reader in self._readers
+            }
+
+    def close(self) -> None:
+        """Stop the thread (pending batches are abandoned; readers catch up on their own)."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopped and not any(r.pending for r in self._readers):
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                readers = list(self._readers)
+            time.sleep(self._linger_s)
+            for reader in readers:
+                try:
+                    self._send(reader)
+                except Exception:  # the thread must survive anything a reader does
+                    log.exception("publishing to reader %s failed", reader.name)
+
+    def _send(self, reader: _Reader) -> None:
+        if reader.in_flight:
+            done, reader.in_flight = ray.wait(
+                reader.in_flight, num_returns=len(reader.in_flight), timeout=0
+            )
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except Exception as error:
+                    log.warning("reader %s failed a batch: %s", reader.name, error)
+        if len(reader.in_flight) >= self._max_in_flight:
+            ray.wait(reader.in_flight, num_returns=1, timeout=0.05)
+            return
+        with self._wake:
+            batches = list(reader.pending)
+            reader.pending.clear()
+            reader.pending_bytes = 0
+        if batches:
+            reader.in_flight.append(reader.handle.on_events.remote(batches))
+
+
+class FanoutFactory:
+    """Build a `ReaderFanout` inside the book actor's process (threads do not pickle)."""
+
+    def __init__(self, readers: Mapping[str, Any]) -> None:
+        self.readers = dict(readers)
+
+    def __call__(self) -> ReaderFanout:
+        return ReaderFanout(self.readers)

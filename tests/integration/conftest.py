@@ -1,0 +1,22 @@
+"""One local Ray per test session, shared by every integration test.
+
+Ray starts once, with 2 CPUs and no dashboard, in the system temp folder; each test module
+starts its own raytrade cluster in its own namespace and stops it at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from cluster.wiring import start_ray
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """Start the session's Ray (private, local) and shut it down after the last test."""
+    start_ray(num_cpus=2, namespace="raytrade-tests")
+    yield
+    ray.shutdown()

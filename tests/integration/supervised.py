@@ -1,0 +1,55 @@
+"""Small actors for supervision tests: they answer pings, crash on request, or never start."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+
+class Worker:
+    """A child that answers pings with its incarnation and can be told to crash."""
+
+    def __init__(self, name: str, crash_on_start_file: str = "") -> None:
+        if crash_on_start_file and Path(crash_on_start_file).exists():
+            raise RuntimeError(f"{name}: told to fail at start-up")
+        self.name = name
+        self.incarnation = f"{os.getpid()}-{time.time_ns()}"
+
+    def ping(self) -> tuple[str, int]:
+        return self.incarnation, 0
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def crash(self) -> None:
+        os._exit(1)
+
+
+class WorkerStarter:
+    """Start (again) named Worker actors: the `rebuild` a test supervisor calls."""
+
+    def __init__(self, names: list[str], namespace: str, crash_on_start_file: str = "") -> None:
+        self.names = names
+        self.namespace = namespace
+        self.crash_on_start_file = crash_on_start_file
+
+    def __call__(self) -> None:
+        import ray
+
+        for name in self.names:
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+        self.start()
+
+    def start(self) -> list[object]:
+        import ray
+
+        return [
+            ray.remote(Worker)
+            .options(name=name, namespace=self.namespace, lifetime="detached", max_restarts=-1,
+                     max_task_retries=0, num_cpus=0)
+            .remote(name, self.crash_on_start_file)
+            for name in self.names
+        ]

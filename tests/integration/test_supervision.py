@@ -1,0 +1,161 @@
+"""Supervisors on a real local Ray: strategies, escalation, rebuild, and bounded crash loops.
+
+Children are small `Worker` actors (tests/integration/supervised.py) that die for real
+(``os._exit``) when told to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from actors.core.supervision import RestartIntensity, Strategy
+from actors.supervisor import Supervisor
+from tests.integration.supervised import WorkerStarter
+
+pytestmark = [pytest.mark.ray, pytest.mark.chaos]
+
+_namespaces = itertools.count()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def incarnations(names: list[str], namespace: str) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = ray.get(ray.get_actor(name, namespace=namespace).ping.remote(),
+                                  timeout=2)[0]
+        except Exception:
+            found[name] = ""
+    return found
+
+
+def all_up(supervisor: Any) -> bool:
+    """Tell whether the supervisor itself has seen every child up."""
+    children = ray.get(supervisor.status.remote())["children"].values()
+    return all(child["up"] for child in children)
+
+
+def start_tree(
+    strategy: Strategy, intensity: RestartIntensity, crash_file: str = "",
+    root_intensity: RestartIntensity | None = None, restart_timeout_s: float = 30.0,
+) -> tuple[str, list[str], Any, Any]:
+    namespace = f"supervision-{next(_namespaces)}"
+    names = ["first", "second", "third"]
+    starter = WorkerStarter(names, namespace, crash_file)
+    ray.get([worker.ping.remote() for worker in starter.start()])  # type: ignore[attr-defined]
+    options: dict[str, Any] = {"namespace": namespace, "num_cpus": 0, "lifetime": "detached"}
+    root = ray.remote(Supervisor).options(name="root", **options).remote(
+        "root", ["subtree"], namespace=namespace,
+        intensity=root_intensity or RestartIntensity(max_restarts=3, within_s=60), tick_s=0.2,
+    )
+    subtree = ray.remote(Supervisor).options(name="subtree", **options).remote(
+        "subtree", names, namespace=namespace, strategy=strategy, intensity=intensity,
+        parent="root", rebuild=starter, tick_s=0.2, restart_timeout_s=restart_timeout_s,
+    )
+    ray.get([root.ping.remote(), subtree.ping.remote()])
+    wait_until(lambda: all_up(subtree))
+    return namespace, names, root, subtree
+
+
+def stop_tree(namespace: str, names: list[str]) -> None:
+    for name in ["root", "subtree", *names]:
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+
+
+def crash(name: str, namespace: str) -> None:
+    ray.get_actor(name, namespace=namespace).crash.remote()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "crashed", "restarted"),
+    [
+        (Strategy.ONE_FOR_ONE, "second", {"second"}),
+        (Strategy.REST_FOR_ONE, "second", {"second", "third"}),
+        (Strategy.ONE_FOR_ALL, "second", {"first", "second", "third"}),
+    ],
+)
+def test_each_strategy_restarts_the_right_children(
+    ray_session: None, strategy: Strategy, crashed: str, restarted: set[str]
+) -> None:
+    """A real process death restarts exactly the children the strategy names."""
+    namespace, names, _, subtree = start_tree(strategy, RestartIntensity(max_restarts=5))
+    try:
+        before = incarnations(names, namespace)
+        crash(crashed, namespace)
+
+        def settled() -> bool:
+            now = incarnations(names, namespace)
+            return all(now.values()) and {n for n in names if now[n] != before[n]} == restarted
+
+        wait_until(settled)
+        status = ray.get(subtree.status.remote())
+        assert status["state"] == "running"
+        assert status["history"][0]["child"] == crashed
+        time.sleep(1.0)  # nothing else restarts afterwards
+        assert {n for n, i in incarnations(names, namespace).items() if i != before[n]} == restarted
+    finally:
+        stop_tree(namespace, names)
+
+
+def test_too_many_failures_escalate_and_the_parent_rebuilds(ray_session: None) -> None:
+    """Past its restart intensity a supervisor stops its children and escalates; the root,
+    within its own intensity, has the subtree rebuild fresh children."""
+    namespace, names, root, subtree = start_tree(
+        Strategy.ONE_FOR_ONE, RestartIntensity(max_restarts=1, within_s=60)
+    )
+    try:
+        crash("first", namespace)
+        wait_until(lambda: ray.get(subtree.status.remote())["history"] != [])
+        # failures closer together than a health-check tick count once: let it see the restart
+        wait_until(lambda: all_up(subtree))
+        crash("first", namespace)
+        wait_until(lambda: any("escalated" in h["reason"]
+                               for h in ray.get(root.status.remote())["history"]))
+        wait_until(lambda: ray.get(subtree.status.remote())["state"] == "running"
+                   and all(incarnations(names, namespace).values()))
+        assert ray.get(subtree.status.remote())["intensity"]["recent_failures"] == 0
+    finally:
+        stop_tree(namespace, names)
+
+
+def test_a_crash_loop_stops_after_a_bounded_number_of_tries(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """A child whose constructor always fails is given up on: the subtree escalates, the root
+    gives up too (intensity 0), and the children are stopped for good, not restarted forever."""
+    crash_file = tmp_path / "fail-at-start"
+    namespace, names, root, subtree = start_tree(
+        Strategy.ONE_FOR_ONE, RestartIntensity(max_restarts=2, within_s=60), str(crash_file),
+        root_intensity=RestartIntensity(max_restarts=0, within_s=60), restart_timeout_s=2.0,
+    )
+    try:
+        crash_file.touch()
+        crash("third", namespace)
+        wait_until(lambda: ray.get(root.status.remote())["state"] == "failed", timeout_s=60)
+        assert ray.get(subtree.status.remote())["state"] == "escalated"
+
+        def stopped() -> bool:
+            try:
+                ray.get(ray.get_actor("third", namespace=namespace).ping.remote(), timeout=2)
+            except Exception:
+                return True
+            return False
+
+        wait_until(stopped)
+    finally:
+        stop_tree(namespace, names)
