@@ -227,6 +227,10 @@ class BookActor:
         first_seq = self.engine.next_seq
         events = self.engine.apply(commands, ends)
         last_seq = self.engine.next_seq - 1
+        if not events:
+            # nothing changed (e.g. a mass cancel with nothing to cancel): nothing to journal,
+            # and a replay without this batch reaches the same state
+            return encode([])
         if self.log is not None:
             try:
                 self.log.append(first_seq, last_seq, commands)

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.core.supervision import RestartIntensity, Strategy, SupervisorPolicy
 
@@ -52,6 +53,7 @@ class _Child:
         self.expect_restart = False
         self.restarts = 0
         self.last_error = ""
+        self.alive_but_failing = False
         self.offset = 0
 
 
@@ -118,9 +120,14 @@ class Supervisor:
             handle: Any = ray.get_actor(child.name, namespace=self.namespace)
             answer: tuple[str, int] = ray.get(handle.ping.remote(), timeout=self.ping_timeout_s)
             incarnation, offset = answer
-        except Exception as error:
+        except Exception as error:  # every way a ping fails means "down"
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             child.last_error = reason
+            # a dead or restarting actor is Ray's to bring back; one that answers with an error
+            # or hangs is alive, and only a kill makes Ray restart it
+            child.alive_but_failing = not isinstance(
+                error, RayActorError | ActorUnavailableError | ValueError
+            )
             if child.down_since is None:
                 child.down_since = now
                 if child.expect_restart:
@@ -152,7 +159,7 @@ class Supervisor:
             return
         for name in decision.restart:
             sibling = self.children[name]
-            if name == child.name and child.down_since is not None:
+            if name == child.name and child.down_since is not None and not child.alive_but_failing:
                 continue  # Ray is already bringing it back
             sibling.expect_restart = True
             self._kill(name, restart=True)

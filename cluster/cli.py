@@ -1,6 +1,6 @@
 """The ``raytrade`` command.
 
-    raytrade up      [--shards N] [--instruments FILE] [--config FILE]   serve until Ctrl-C
+    raytrade up      [--shards N] [--gateway FILE | --dev-accounts A B]   serve until Ctrl-C
     raytrade demo    [--orders N] [--seed S] [--shards N] ...           simulate and summarise
     raytrade status  [--namespace NS]                                   a running cluster's state
 
@@ -48,12 +48,18 @@ def _cluster_config(args: argparse.Namespace) -> ClusterConfig:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from cluster.gateway.config import dev_gateway_config, load_gateway_config
     from cluster.wiring import start_cluster, start_ray
 
     config = _cluster_config(args)
     registry = InstrumentRegistry.load(args.instruments)
+    gateways = [load_gateway_config(path) for path in args.gateway]
+    tokens: dict[str, str] = {}
+    if args.dev_accounts:
+        dev, tokens = dev_gateway_config(args.dev_accounts, args.dev_port)
+        gateways.append(dev)
     start_ray(num_cpus=args.num_cpus, namespace=config.namespace, quiet=not args.verbose)
-    cluster = start_cluster(config, registry)
+    cluster = start_cluster(config, registry, gateways)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -63,6 +69,12 @@ def _up(args: argparse.Namespace) -> int:
     print(f"raytrade is up: {config.shards} shards, {len(registry.instruments)} instruments "
           f"({', '.join(registry.symbols)}), namespace {config.namespace!r}, Ray at {address}, "
           f"data in {Path(config.data_dir).resolve()}.")
+    for name, gateway in zip(cluster.topology.gateways, gateways, strict=True):
+        status = ray.get(cluster.handle(name).status.remote())
+        print(f"{name}: gRPC on {status['address']} "
+              f"({'TLS' if gateway.tls else 'plaintext, loopback'})")
+    for account, token in tokens.items():
+        print(f"token for {account}: {token}")
     print(f"`raytrade status --address {address}` shows the shards and supervisors; from "
           f"Python: cluster.wiring.connect({config.namespace!r}, {address!r}). Ctrl-C stops.",
           flush=True)
@@ -234,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start a local cluster and serve until Ctrl-C")
     cluster_options(up)
+    up.add_argument("--gateway", type=Path, action="append", default=[],
+                    help="gRPC gateway TOML (repeat for several gateways; see docs/GATEWAY.md)")
+    up.add_argument("--dev-accounts", nargs="+", metavar="ACCOUNT",
+                    help="also run a loopback plaintext gateway with fresh tokens for these "
+                         "accounts and an admin, printed once (for trying the API)")
+    up.add_argument("--dev-port", type=int, default=50051, help="port of the dev gateway")
     up.set_defaults(run=_up)
 
     demo = commands.add_parser("demo", help="start a local cluster, simulate traders, summarise")

@@ -5,9 +5,11 @@ once; a background thread sends the batches to every reader actor with fire-and-
 calls. It lingers ``linger_s`` after the first pending batch before sending: submitting a Ray
 call costs the book actor's process CPU and the GIL, and sending while the reply is still on
 its way out added ~1 ms to a single order's round trip here; lingering also coalesces the
-batches of a busy shard into one call per reader. Per reader, at most ``max_in_flight`` calls
-are outstanding; whatever piles up meanwhile goes out in the next call, so a slow reader costs
-fewer calls, not more.
+batches of a busy shard into one call per reader. The read models linger 50 ms (each push
+costs the book actor ~0.5-1 ms of CPU, so at a few hundred single orders a second unlingered
+pushes dominated its work); gateways, which stream to people, linger 5 ms. Per reader, at
+most ``max_in_flight`` calls are outstanding; whatever piles up meanwhile goes out in the next
+call, so a slow reader costs fewer calls, not more.
 
 Memory is bounded: past ``max_pending_bytes`` of unsent events for a reader, the oldest are
 dropped and the reader, seeing a gap in the sequence, catches up from the journal. A dead
@@ -31,9 +33,12 @@ Batch = tuple[int, int, bytes]
 
 
 class _Reader:
-    def __init__(self, name: str, handle: Any) -> None:
+    def __init__(self, name: str, handle: Any, linger_s: float) -> None:
         self.name = name
         self.handle = handle
+        self.linger_s = linger_s
+        self.since = 0.0
+        """When the oldest pending batch was queued (monotonic seconds)."""
         self.pending: deque[Batch] = deque()
         self.pending_bytes = 0
         self.in_flight: list[ray.ObjectRef] = []  # type: ignore[type-arg]
@@ -49,11 +54,10 @@ class ReaderFanout:
         *,
         max_in_flight: int = 2,
         max_pending_bytes: int = 64 << 20,
-        linger_s: float = 0.005,
+        linger_s: float = 0.05,
     ) -> None:
-        self._readers = [_Reader(name, handle) for name, handle in readers.items()]
+        self._readers = [_Reader(name, handle, linger_s) for name, handle in readers.items()]
         self._max_in_flight = max_in_flight
-        self._linger_s = linger_s
         self._max_pending_bytes = max_pending_bytes
         self._wake = threading.Condition()
         self._stopped = False
@@ -63,7 +67,10 @@ class ReaderFanout:
     def publish(self, first_seq: int, last_seq: int, payload: bytes) -> None:
         """Queue a batch for every reader; never blocks on the readers."""
         with self._wake:
+            now = time.monotonic()
             for reader in self._readers:
+                if not reader.pending:
+                    reader.since = now
                 reader.pending.append((first_seq, last_seq, payload))
                 reader.pending_bytes += len(payload)
                 while reader.pending_bytes > self._max_pending_bytes and len(reader.pending) > 1:
@@ -75,11 +82,15 @@ class ReaderFanout:
                                     "catch up from the journal", reader.name, reader.dropped)
             self._wake.notify()
 
-    def add_reader(self, name: str, handle: Any) -> None:
-        """Start publishing to another reader (from the next batch on)."""
+    def add_reader(self, name: str, handle: Any, linger_s: float = 0.005) -> None:
+        """Start publishing to another reader (from the next batch on).
+
+        Gateways stream executions and market data to people, so they linger less than the
+        read models (risk, positions), which tolerate tens of milliseconds of lag.
+        """
         with self._wake:
             self._readers = [reader for reader in self._readers if reader.name != name]
-            self._readers.append(_Reader(name, handle))
+            self._readers.append(_Reader(name, handle, linger_s))
 
     def remove_reader(self, name: str) -> None:
         """Stop publishing to a reader."""
@@ -112,9 +123,13 @@ class ReaderFanout:
                     self._wake.wait()
                 if self._stopped:
                     return
-                readers = list(self._readers)
-            time.sleep(self._linger_s)
-            for reader in readers:
+                now = time.monotonic()
+                due = [r for r in self._readers if r.pending and now - r.since >= r.linger_s]
+                if not due:
+                    wait = min(r.since + r.linger_s for r in self._readers if r.pending) - now
+                    self._wake.wait(timeout=max(wait, 0.001))
+                    continue
+            for reader in due:
                 try:
                     self._send(reader)
                 except Exception:  # the thread must survive anything a reader does

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DIRECTORY = "directory"
 ROOT_SUPERVISOR = "supervisor"
+GATEWAY_SUPERVISOR = "supervisor-gateways"
 
 
 class Topology(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +52,8 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     config: ClusterConfig
     instruments: tuple[Instrument, ...]
     pins: dict[str, int]
+    gateways: tuple[str, ...] = ()
+    """Names of the gateway actors (``gateway-0``, ...), if any."""
 
     @property
     def shard_map(self) -> ShardMap:
@@ -178,14 +181,21 @@ class Cluster:
     def positions(self) -> list[Any]:
         return [self.handle(positions_name(shard)) for shard in range(self.shards)]
 
-    def supervision(self) -> list[dict[str, Any]]:
-        """Return the status of the root and every shard supervisor."""
+    def supervisor_names(self) -> list[str]:
+        """Return the root first, then the shard supervisors, then the gateways' (if any)."""
         names = [ROOT_SUPERVISOR, *(shard_supervisor_name(k) for k in range(self.shards))]
+        if self.topology.gateways:
+            names.append(GATEWAY_SUPERVISOR)
+        return names
+
+    def supervision(self) -> list[dict[str, Any]]:
+        """Return the status of every supervisor."""
+        names = self.supervisor_names()
         return list(ray.get([self.handle(name).status.remote() for name in names]))
 
     def stop(self) -> None:
         """Stop supervision first (so nothing restarts), then every actor of the cluster."""
-        names = [ROOT_SUPERVISOR, *(shard_supervisor_name(k) for k in range(self.shards))]
+        names = [*self.supervisor_names(), *self.topology.gateways]
         for shard in range(self.shards):
             names += [book_name(shard), risk_name(shard), positions_name(shard)]
         names.append(DIRECTORY)
@@ -198,10 +208,18 @@ class Cluster:
                 log.warning("stopping %s: %s", name, error)
 
 
-def start_cluster(config: ClusterConfig, registry: InstrumentRegistry) -> Cluster:
-    """Start the shards, their supervisors and the directory; wait until every shard answers."""
+def start_cluster(
+    config: ClusterConfig, registry: InstrumentRegistry, gateway_configs: Sequence[Any] = ()
+) -> Cluster:
+    """Start the shards, gateways (one per `GatewayConfig`), their supervisors under the root,
+    and the directory; wait until every shard and gateway answers."""
     shard_map = ShardMap(config.shards, dict(registry.pins))
-    topology = Topology(config=config, instruments=registry.instruments, pins=dict(registry.pins))
+    topology = Topology(
+        config=config,
+        instruments=registry.instruments,
+        pins=dict(registry.pins),
+        gateways=tuple(f"gateway-{index}" for index in range(len(gateway_configs))),
+    )
     namespace = config.namespace
     grouped = shard_instruments(registry, shard_map)
     handles: list[Any] = []
@@ -218,9 +236,17 @@ def start_cluster(config: ClusterConfig, registry: InstrumentRegistry) -> Cluste
         msgspec.msgpack.encode(topology)
     )
     intensity = RestartIntensity(max_restarts=config.restart_max, within_s=config.restart_within_s)
+    root_children = [shard_supervisor_name(shard) for shard in range(config.shards)]
+    if gateway_configs:
+        # started before the root, so the root never pings a child that does not exist yet
+        from cluster.gateway.wiring import start_gateways  # it imports this module
+
+        start_gateways(Cluster(topology, namespace), gateway_configs, parent=ROOT_SUPERVISOR,
+                       intensity=intensity)
+        root_children.append(GATEWAY_SUPERVISOR)
     ray.remote(Supervisor).options(name=ROOT_SUPERVISOR, **control).remote(
         ROOT_SUPERVISOR,
-        [shard_supervisor_name(shard) for shard in range(config.shards)],
+        root_children,
         namespace=namespace,
         strategy=Strategy.ONE_FOR_ONE,
         intensity=intensity,

@@ -16,9 +16,16 @@ class Worker:
             raise RuntimeError(f"{name}: told to fail at start-up")
         self.name = name
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
+        self.failing = False
 
     def ping(self) -> tuple[str, int]:
+        if self.failing:
+            raise RuntimeError(f"{self.name} is alive but broken")
         return self.incarnation, 0
+
+    def fail_pings(self) -> None:
+        """Stay alive but answer every health check with an error."""
+        self.failing = True
 
     def pid(self) -> int:
         return os.getpid()

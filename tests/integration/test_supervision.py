@@ -112,6 +112,20 @@ def test_each_strategy_restarts_the_right_children(
         stop_tree(namespace, names)
 
 
+def test_a_live_child_that_fails_its_health_checks_is_restarted(ray_session: None) -> None:
+    """A child that is alive but answers pings with errors (say, a shard that stopped serving
+    after a journal failure) is killed and restarted: Ray alone would never restart it."""
+    namespace, names, _, subtree = start_tree(Strategy.ONE_FOR_ONE, RestartIntensity())
+    try:
+        before = incarnations(names, namespace)
+        ray.get(ray.get_actor("second", namespace=namespace).fail_pings.remote())
+        wait_until(lambda: incarnations(names, namespace)["second"] not in ("", before["second"]))
+        assert ray.get(subtree.status.remote())["history"][0]["child"] == "second"
+        assert incarnations(names, namespace)["first"] == before["first"]
+    finally:
+        stop_tree(namespace, names)
+
+
 def test_too_many_failures_escalate_and_the_parent_rebuilds(ray_session: None) -> None:
     """Past its restart intensity a supervisor stops its children and escalates; the root,
     within its own intensity, has the subtree rebuild fresh children."""

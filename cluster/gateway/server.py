@@ -1,0 +1,226 @@
+"""One gateway: a ``grpc.aio`` server with the trading, admin, health and reflection services.
+
+`GatewayServer` is what the Ray actor shell (`actors.gateway_actor.GatewayActor`) runs in its
+event loop; `GatewayServerFactory` is the picklable recipe the shell receives, so the actor
+layer needs nothing from this package. The server can also run outside Ray for tests of its
+gRPC surface (it only needs the shards' actors to be reachable for orders).
+
+Transport settings applied here:
+
+* TLS from the configured PEM files, with client certificates required when a client CA is
+  configured (mutual TLS); without TLS the configuration only allows a loopback host unless
+  told otherwise (`GatewayConfig`);
+* message size limits both ways, a cap on concurrent calls (beyond it gRPC answers
+  RESOURCE_EXHAUSTED), keepalive pings so dead clients free their streams;
+* ``SO_REUSEPORT`` off, so a second process cannot silently share the port (a restarted
+  gateway's predecessor may still be alive for a moment).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cluster.config import ClusterConfig, ShardMap
+from cluster.gateway.auth import TokenRegistry
+from cluster.gateway.config import GatewayConfig
+from cluster.gateway.core import GatewayCore
+from cluster.gateway.service import AdminService, TradingService
+from protocols.convert import Converter
+from protocols.generated import trading_pb2 as pb
+from protocols.generated import trading_pb2_grpc as pb_grpc
+from protocols.messages import Instrument
+
+log = logging.getLogger(__name__)
+
+TRADING_SERVICE = pb.DESCRIPTOR.services_by_name["TradingService"].full_name
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+
+class GatewayStartError(RuntimeError):
+    """The gateway could not bind its address or load its certificates."""
+
+
+def server_credentials(config: GatewayConfig) -> grpc.ServerCredentials | None:
+    """Return TLS credentials from the configured files, or None without TLS."""
+    tls = config.tls
+    if tls is None:
+        return None
+    try:
+        key = Path(tls.private_key).read_bytes()
+        certificate = Path(tls.certificate).read_bytes()
+        client_ca = Path(tls.client_ca).read_bytes() if tls.client_ca else None
+    except OSError as error:
+        raise GatewayStartError(f"cannot read TLS files: {error}") from error
+    return grpc.ssl_server_credentials(
+        [(key, certificate)],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Return the gRPC options both ends use: message limits and keepalive."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+class GatewayServer:
+    """Serve raytrade's gRPC API from the current event loop."""
+
+    def __init__(
+        self,
+        name: str,
+        config: GatewayConfig,
+        *,
+        cluster: ClusterConfig,
+        instruments: Sequence[Instrument],
+        pins: dict[str, int],
+        data_dir: str,
+        supervisors: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.config = config
+        shard_map = ShardMap(cluster.shards, pins)
+        self.core = GatewayCore(
+            name,
+            config,
+            namespace=cluster.namespace,
+            shard_map=shard_map,
+            instruments=instruments,
+            data_dir=data_dir,
+            client_order_id_window=cluster.client_order_id_window,
+        )
+        self.converter = Converter(
+            instruments, {i.symbol: shard_map.shard_of(i.symbol) for i in instruments}
+        )
+        self.tokens = TokenRegistry(config.tokens)
+        self.supervisors = list(supervisors)
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.failure: str | None = None
+
+    async def start(self, subscriber: Callable[[int], Any]) -> int:
+        """Follow the shards, then bind and serve; return the bound port."""
+        try:
+            await self.core.start(subscriber)
+            self.core.on_health(self._set_health)
+            server = grpc.aio.server(
+                options=[*channel_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)],
+                maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            )
+            pb_grpc.add_TradingServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                TradingService(self.core, self.tokens, self.converter, self.config), server
+            )
+            pb_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                AdminService(self.core, self.tokens, self.converter, self.config,
+                             lambda: self.supervisors),
+                server,
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            reflection.enable_server_reflection(
+                [TRADING_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                server,
+            )
+            credentials = server_credentials(self.config)
+            try:
+                if credentials is None:
+                    port = server.add_insecure_port(self.config.address)
+                else:
+                    port = server.add_secure_port(self.config.address, credentials)
+            except RuntimeError as error:
+                raise GatewayStartError(f"cannot bind {self.config.address}: {error}") from error
+            if port == 0:
+                raise GatewayStartError(f"cannot bind {self.config.address}")
+            await server.start()
+            self.server = server
+            self.port = int(port)
+            await self._apply_health(self.core.serving)
+            log.info("gateway %s serving on %s:%d (%s)", self.name, self.config.host, port,
+                     "TLS" if credentials else "plaintext")
+            return self.port
+        except Exception as error:
+            self.failure = f"{type(error).__name__}: {error}"
+            log.exception("gateway %s failed to start", self.name)
+            await self.core.stop()
+            raise
+
+    def _set_health(self, serving: bool) -> None:
+        self.core.spawn(self._apply_health(serving))
+
+    async def _apply_health(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in ("", TRADING_SERVICE, ADMIN_SERVICE):
+            await self.health.set(service, status)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking calls, let those in progress finish for ``grace_s``, then stop."""
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
+        await self.core.stop()
+
+    def on_events(self, shard: int, batches: Sequence[tuple[int, int, bytes]]) -> int:
+        """Take a shard's pushed event batches."""
+        return self.core.on_events(shard, batches)
+
+    def offset(self) -> int:
+        """Return the gateway's position over all shards; raise if it failed."""
+        if self.failure is not None:
+            raise RuntimeError(f"gateway {self.name} failed: {self.failure}")
+        return self.core.offset()
+
+    def status(self) -> dict[str, Any]:
+        """Return the address, health and counters."""
+        return {
+            "name": self.name,
+            "address": f"{self.config.host}:{self.port}",
+            "tls": self.config.tls is not None,
+            "mutual_tls": bool(self.config.tls and self.config.tls.client_ca),
+            "serving": self.core.serving,
+            "failure": self.failure,
+            **self.core.stats(),
+        }
+
+
+class GatewayServerFactory:
+    """Build a `GatewayServer` inside the gateway actor's process (picklable)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        cluster: ClusterConfig,
+        instruments: Sequence[Instrument],
+        pins: dict[str, int],
+        supervisors: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.instruments = list(instruments)
+        self.pins = dict(pins)
+        self.data_dir = str(Path(cluster.data_dir).resolve())
+        self.supervisors = list(supervisors)
+
+    def __call__(self, name: str) -> GatewayServer:
+        return GatewayServer(
+            name,
+            self.config,
+            cluster=self.cluster,
+            instruments=self.instruments,
+            pins=self.pins,
+            data_dir=self.data_dir,
+            supervisors=self.supervisors,
+        )

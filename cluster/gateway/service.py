@@ -1,0 +1,443 @@
+"""The gRPC services: authenticate, authorize, convert, call the core, answer.
+
+Each method is the same few steps: authenticate the bearer token, convert and validate the
+request (`protocols.convert`, the only code that sees protobuf and internal messages
+together), check the account against the token, spend the account's rate budget, run the
+gateway's own checks, then hand internal commands to the `GatewayCore` and convert the events
+back. Every failure mode is one exception class, and one table (`STATUS_OF`) maps each to its
+gRPC status, so every request gets a precise status and unexpected errors never leak details.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+
+from cluster.gateway.auth import (
+    AuthenticationError,
+    PermissionDeniedError,
+    Principal,
+    RateLimitedError,
+    TokenRegistry,
+)
+from cluster.gateway.batching import QueueFullError, ShardUnavailableError
+from cluster.gateway.config import GatewayConfig
+from cluster.gateway.core import (
+    AccountKilledError,
+    GatewayCore,
+    OrderNotFoundError,
+    SymbolHaltedError,
+)
+from cluster.gateway.shards import supervisor_statuses
+from cluster.gateway.streams import (
+    HistoryUnavailableError,
+    StreamSettings,
+    follow_executions,
+    follow_market_data,
+)
+from protocols.convert import Converter, InvalidFieldError, check_id, check_seq
+from protocols.generated import trading_pb2 as pb
+from protocols.generated import trading_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class TooManyStreamsError(Exception):
+    """The token has as many streams open at this gateway as it may."""
+
+
+STATUS_OF: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidFieldError: grpc.StatusCode.INVALID_ARGUMENT,
+    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    OrderNotFoundError: grpc.StatusCode.NOT_FOUND,
+    SymbolHaltedError: grpc.StatusCode.FAILED_PRECONDITION,
+    AccountKilledError: grpc.StatusCode.FAILED_PRECONDITION,
+    ShardUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    HistoryUnavailableError: grpc.StatusCode.OUT_OF_RANGE,
+}
+"""The gRPC status of every failure a request can meet (anything else is INTERNAL)."""
+
+
+async def _fail(context: Context, error: BaseException) -> None:
+    status = STATUS_OF.get(type(error))
+    if status is None:
+        incident = uuid.uuid4().hex[:12]
+        log.error("internal error %s", incident, exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (logged as {incident})")
+        return
+    if isinstance(error, RateLimitedError):
+        context.set_trailing_metadata(
+            (("retry-after-ms", str(max(1, round(error.retry_after_s * 1000)))),)
+        )
+    await context.abort(status, str(error))
+
+
+def _unary(
+    method: Callable[[Any, Request, Context], Awaitable[Response]],
+) -> Callable[[Any, Request, Context], Awaitable[Response]]:
+    async def guarded(self: Any, request: Request, context: Context) -> Response:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # each maps to a precise status
+            await _fail(context, error)
+            raise  # not reached: abort raises
+
+    guarded.__name__ = method.__name__
+    guarded.__doc__ = method.__doc__
+    return guarded
+
+
+def _streaming(
+    method: Callable[[Any, Request, Context], AsyncIterator[Response]],
+) -> Callable[[Any, Request, Context], AsyncIterator[Response]]:
+    async def guarded(self: Any, request: Request, context: Context) -> AsyncIterator[Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # each maps to a precise status
+            await _fail(context, error)
+
+    guarded.__name__ = method.__name__
+    guarded.__doc__ = method.__doc__
+    return guarded
+
+
+class _Base:
+    def __init__(
+        self, core: GatewayCore, tokens: TokenRegistry, converter: Converter,
+        config: GatewayConfig,
+    ) -> None:
+        self.core = core
+        self.tokens = tokens
+        self.converter = converter
+        self.config = config
+
+    def _principal(self, context: Context) -> Principal:
+        return self.tokens.authenticate(context.invocation_metadata())
+
+    def _account(self, principal: Principal, account: str) -> str:
+        """Return the request's account (the token's only one if empty), checked."""
+        if not account:
+            only = principal.only_account
+            if only is None:
+                raise InvalidFieldError("account", "is required: the token maps to several "
+                                                   "accounts")
+            return only
+        check_id("account", account)
+        principal.check_account(account)
+        return account
+
+
+class TradingService(_Base, pb_grpc.TradingServiceServicer):
+    """raytrade.v1.TradingService (see protocols/trading.proto)."""
+
+    def __init__(
+        self, core: GatewayCore, tokens: TokenRegistry, converter: Converter,
+        config: GatewayConfig,
+    ) -> None:
+        super().__init__(core, tokens, converter, config)
+        self._streams: Counter[str] = Counter()
+        self.settings = StreamSettings(heartbeat_s=config.heartbeat_s)
+
+    # ---------------------------------------------------------------- orders
+
+    @_unary
+    async def SubmitOrder(  # noqa: N802 - gRPC method names
+        self, request: pb.NewOrderRequest, context: Context
+    ) -> pb.SubmitOrderResponse:
+        principal = self._principal(context)
+        command = self.converter.new_order(request, principal.only_account, time.time_ns())
+        principal.check_account(command.account)
+        self.core.take_rate(command.account)
+        self.core.check_tradable(command)
+        shard, events = await self.core.submit(command)
+        return pb.SubmitOrderResponse(
+            reports=self.converter.reports(events, shard, (command.account,))
+        )
+
+    @_unary
+    async def SubmitOrders(  # noqa: N802
+        self, request: pb.SubmitOrdersRequest, context: Context
+    ) -> pb.SubmitOrdersResponse:
+        principal = self._principal(context)
+        batch = self.converter.new_orders(
+            request.orders, principal.only_account, time.time_ns(), self.config.max_batch_orders
+        )
+        per_account = Counter(batch.accounts)
+        principal.check_accounts(per_account)
+        for account, count in per_account.items():
+            self.core.take_rate(account, count)
+        self.core.check_batch_tradable(batch.accounts, batch.symbols, batch.shards)
+        results = await self.core.submit_many(batch.rows, batch.shards)
+        return self.converter.submit_orders_response([events for _, events in results])
+
+    @_unary
+    async def CancelOrder(  # noqa: N802
+        self, request: pb.CancelOrderRequest, context: Context
+    ) -> pb.CancelOrderResponse:
+        principal = self._principal(context)
+        command = self.converter.cancel(request, principal.only_account, time.time_ns())
+        principal.check_account(command.account)
+        self.core.take_rate(command.account)
+        self.core.check_order_shard(command.symbol, command.order_id)
+        shard, events = await self.core.submit(command)
+        return pb.CancelOrderResponse(
+            reports=self.converter.reports(events, shard, (command.account,))
+        )
+
+    @_unary
+    async def ReplaceOrder(  # noqa: N802
+        self, request: pb.ReplaceOrderRequest, context: Context
+    ) -> pb.ReplaceOrderResponse:
+        principal = self._principal(context)
+        command = self.converter.replace(request, principal.only_account, time.time_ns())
+        principal.check_account(command.account)
+        self.core.take_rate(command.account)
+        self.core.check_order_shard(command.symbol, command.order_id)
+        self.core.check_tradable(command)
+        shard, events = await self.core.submit(command)
+        return pb.ReplaceOrderResponse(
+            reports=self.converter.reports(events, shard, (command.account,))
+        )
+
+    @_unary
+    async def MassCancel(  # noqa: N802
+        self, request: pb.MassCancelRequest, context: Context
+    ) -> pb.MassCancelResponse:
+        principal = self._principal(context)
+        command = self.converter.mass_cancel(request, principal.only_account, time.time_ns())
+        principal.check_account(command.account)
+        self.core.take_rate(command.account)
+        results = await self.core.route(command)
+        reports = []
+        for shard, events in results:
+            reports.extend(self.converter.reports(events, shard, (command.account,)))
+        cancelled = sum(1 for report in reports if report.type == pb.EXECUTION_TYPE_CANCELLED)
+        return pb.MassCancelResponse(reports=reports, cancelled_orders=cancelled)
+
+    # ---------------------------------------------------------------- reads
+
+    @_unary
+    async def GetOrder(  # noqa: N802
+        self, request: pb.GetOrderRequest, context: Context
+    ) -> pb.Order:
+        principal = self._principal(context)
+        account = self._account(principal, request.account)
+        order_id = self.converter.order_id("order_id", request.order_id)
+        self.core.take_rate(account)
+        return self.converter.order(await self.core.order(account, order_id))
+
+    @_unary
+    async def ListOpenOrders(  # noqa: N802
+        self, request: pb.ListOpenOrdersRequest, context: Context
+    ) -> pb.ListOpenOrdersResponse:
+        principal = self._principal(context)
+        account = self._account(principal, request.account)
+        symbol = self.converter.symbol("symbol", request.symbol, required=False)
+        self.core.take_rate(account)
+        return self.converter.open_orders(await self.core.open_orders(account, symbol))
+
+    @_unary
+    async def GetPositions(  # noqa: N802
+        self, request: pb.GetPositionsRequest, context: Context
+    ) -> pb.GetPositionsResponse:
+        principal = self._principal(context)
+        account = self._account(principal, request.account)
+        self.core.take_rate(account)
+        return self.converter.positions(await self.core.positions(account))
+
+    @_unary
+    async def GetBook(  # noqa: N802
+        self, request: pb.GetBookRequest, context: Context
+    ) -> pb.Book:
+        principal = self._principal(context)
+        symbol = self.converter.symbol("symbol", request.symbol)
+        depth = self.converter.book_depth(request.depth)
+        self.core.take_rate(f"token:{principal.name}")
+        bids, asks = await self.core.book(symbol, depth)
+        return self.converter.book(symbol, bids, asks)
+
+    @_unary
+    async def ListInstruments(  # noqa: N802
+        self, request: pb.ListInstrumentsRequest, context: Context
+    ) -> pb.ListInstrumentsResponse:
+        self._principal(context)
+        return self.converter.instruments(self.core.shards)
+
+    # ---------------------------------------------------------------- streams
+
+    def _open_stream(self, principal: Principal) -> None:
+        if self._streams[principal.token_hash] >= self.config.max_streams_per_token:
+            raise TooManyStreamsError(
+                f"token {principal.name!r} already has {self.config.max_streams_per_token} "
+                "streams open at this gateway"
+            )
+        self._streams[principal.token_hash] += 1
+
+    def _close_stream(self, principal: Principal) -> None:
+        self._streams[principal.token_hash] -= 1
+        if self._streams[principal.token_hash] <= 0:
+            del self._streams[principal.token_hash]
+
+    @_streaming
+    async def StreamExecutions(  # noqa: N802
+        self, request: pb.StreamExecutionsRequest, context: Context
+    ) -> AsyncIterator[pb.ExecutionBatch]:
+        principal = self._principal(context)
+        accounts: frozenset[str] | None
+        if request.accounts:
+            for index, account in enumerate(request.accounts):
+                check_id(f"accounts[{index}]", account)
+            principal.check_accounts(request.accounts)
+            accounts = frozenset(request.accounts)
+        elif principal.accounts:
+            accounts = principal.accounts
+        elif principal.admin:
+            accounts = None  # an admin token without accounts follows every account
+        else:
+            raise InvalidFieldError("accounts", "name at least one account")
+        if request.cancel_on_disconnect and accounts is None:
+            raise InvalidFieldError(
+                "cancel_on_disconnect", "needs the accounts to cancel named in `accounts`"
+            )
+        after: dict[int, int] = {}
+        for shard, seq in request.after_seq.items():
+            if shard >= self.core.shards:
+                raise InvalidFieldError(
+                    f"after_seq[{shard}]", f"there are only {self.core.shards} shards"
+                )
+            after[shard] = check_seq(f"after_seq[{shard}]", seq)
+        self._open_stream(principal)
+        feeds = dict(enumerate(self.core.feeds))
+        try:
+            async for chunk in follow_executions(
+                feeds, accounts, after, self.core.notifier, self.settings
+            ):
+                reports: list[pb.ExecutionReport] = []
+                for shard, events in chunk.parts:
+                    reports.extend(self.converter.reports(events, shard, accounts))
+                yield self.converter.execution_batch(reports, chunk.cursor)
+        finally:
+            self._close_stream(principal)
+            if request.cancel_on_disconnect and accounts:
+                self.core.spawn(self._cancel_on_disconnect(sorted(accounts)))
+
+    async def _cancel_on_disconnect(self, accounts: list[str]) -> None:
+        for account in accounts:
+            request = pb.MassCancelRequest(
+                account=account, client_order_id=f"disconnect-{time.time_ns()}"
+            )
+            command = self.converter.mass_cancel(request, None, time.time_ns())
+            try:
+                results = await self.core.route(command)
+                cancelled = sum(
+                    len(self.converter.reports(events, shard, (account,)))
+                    for shard, events in results
+                )
+                log.info("cancel on disconnect: account %s, %d reports", account, cancelled)
+            except Exception:
+                log.exception("cancel on disconnect failed for account %s", account)
+
+    @_streaming
+    async def StreamMarketData(  # noqa: N802
+        self, request: pb.StreamMarketDataRequest, context: Context
+    ) -> AsyncIterator[pb.MarketDataBatch]:
+        principal = self._principal(context)
+        symbols = self.converter.symbols("symbols", request.symbols,
+                                         self.config.max_stream_symbols)
+        self._open_stream(principal)
+        feeds = {symbol: self.core.feeds[self.core.shard_of_symbol(symbol)] for symbol in symbols}
+        convert = self.converter
+        try:
+            async for items in follow_market_data(feeds, self.core.notifier, self.settings):
+                updates = []
+                for item in items:
+                    if item.event is None:
+                        updates.append(convert.snapshot_update(
+                            item.symbol, item.seq, item.ts_ns, item.bids, item.asks))
+                    else:
+                        updates.append(convert.market_update(item.event, item.previous_seq))
+                yield convert.market_data_batch(updates)
+        finally:
+            self._close_stream(principal)
+
+
+class AdminService(_Base, pb_grpc.AdminServiceServicer):
+    """raytrade.v1.AdminService: needs a token with the admin role."""
+
+    def __init__(
+        self, core: GatewayCore, tokens: TokenRegistry, converter: Converter,
+        config: GatewayConfig, supervisors: Callable[[], list[str]],
+    ) -> None:
+        super().__init__(core, tokens, converter, config)
+        self.supervisors = supervisors
+
+    def _admin(self, context: Context) -> Principal:
+        principal = self._principal(context)
+        principal.check_admin()
+        return principal
+
+    def _request_id(self, principal: Principal) -> str:
+        return f"admin-{principal.name}-{time.time_ns()}"[:64]
+
+    @_unary
+    async def HaltSymbol(  # noqa: N802
+        self, request: pb.HaltSymbolRequest, context: Context
+    ) -> pb.AdminResponse:
+        principal = self._admin(context)
+        command = self.converter.halt(request, self._request_id(principal), time.time_ns())
+        return self.converter.admin_response(
+            (shard, event) for shard, events in await self.core.route(command)
+            for event in events
+        )
+
+    @_unary
+    async def SetKillSwitch(  # noqa: N802
+        self, request: pb.SetKillSwitchRequest, context: Context
+    ) -> pb.AdminResponse:
+        principal = self._admin(context)
+        command = self.converter.kill_switch(request, self._request_id(principal),
+                                             time.time_ns())
+        return self.converter.admin_response(
+            (shard, event) for shard, events in await self.core.route(command)
+            for event in events
+        )
+
+    @_unary
+    async def SetRiskLimits(  # noqa: N802
+        self, request: pb.SetRiskLimitsRequest, context: Context
+    ) -> pb.AdminResponse:
+        principal = self._admin(context)
+        command = self.converter.risk_limits(request, self._request_id(principal),
+                                             time.time_ns())
+        return self.converter.admin_response(
+            (shard, event) for shard, events in await self.core.route(command)
+            for event in events
+        )
+
+    @_unary
+    async def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest, context: Context
+    ) -> pb.GetStatusResponse:
+        self._admin(context)
+        shards = await self.core.shard_statuses()
+        supervisors = await supervisor_statuses(self.core.namespace, self.supervisors())
+        return self.converter.status(self.core.name, shards, supervisors)

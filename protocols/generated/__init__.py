@@ -1,0 +1,1 @@
+"""Generated from protocols/trading.proto by `python -m protocols.generate`."""
