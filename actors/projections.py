@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -53,20 +53,40 @@ class ProjectionGapError(RuntimeError):
     """A projection missed events and the journal cannot supply them."""
 
 
+class _Model(Protocol):
+    """What a read model's pure core offers (`PositionLedger`, `RiskLimits`)."""
+
+    def observe(self, events: Sequence[Event], start: int) -> None: ...
+
+    def state(self) -> Any: ...
+
+    def state_hash(self) -> str: ...
+
+
 class Projection:
-    """Fold a shard's events into a read model, in order, exactly once."""
+    """Fold a shard's events into a read model, in order, exactly once.
+
+    A subclass names its pure core (``model_type``, built from the shard's instruments and
+    restored with ``from_state``) and its snapshot body (``state_type``); this class does the
+    folding, the offsets, the snapshots and the recovery.
+    """
 
     name = "projection"
+    model_type: Any
+    state_type: Any
 
     def __init__(
         self,
         shard_id: int,
+        instruments: Sequence[Instrument],
         *,
         log_factory: Callable[[], ProjectionLog] | None = None,
         snapshot_every_events: int = 200_000,
     ) -> None:
         tune_gc()
         self.shard_id = shard_id
+        self.instruments = list(instruments)
+        self.model: _Model = self.model_type(self.instruments)
         self.next_seq = 1
         self.log = log_factory() if log_factory is not None else None
         self.snapshot_every_events = snapshot_every_events
@@ -75,16 +95,20 @@ class Projection:
         self._recover()
         self._last_snapshot_seq = self.next_seq
 
-    # subclasses define the read model
     def fold(self, events: Sequence[Event]) -> None:
         """Apply events (in order, none seen before) to the read model."""
-        raise NotImplementedError
+        self.model.observe(events, 0)
 
     def encode_state(self) -> bytes:
-        raise NotImplementedError
+        return msgspec.msgpack.encode(self.model.state())
 
     def restore_state(self, payload: bytes) -> None:
-        raise NotImplementedError
+        state = msgspec.msgpack.decode(payload, type=self.state_type)
+        self.model = self.model_type.from_state(self.instruments, state)
+
+    def state_hash(self) -> str:
+        """Return the read model's state hash."""
+        return self.model.state_hash()
 
     def _recover(self) -> None:
         if self.log is None:
@@ -173,40 +197,17 @@ class PositionActor(Projection):
     """The position read model of a shard: positions, PnL, volume and fees per account."""
 
     name = "positions"
-
-    def __init__(
-        self,
-        shard_id: int,
-        instruments: Sequence[Instrument],
-        *,
-        log_factory: Callable[[], ProjectionLog] | None = None,
-        snapshot_every_events: int = 200_000,
-    ) -> None:
-        self.instruments = list(instruments)
-        self.ledger = PositionLedger(self.instruments)
-        super().__init__(shard_id, log_factory=log_factory,
-                         snapshot_every_events=snapshot_every_events)
-
-    def fold(self, events: Sequence[Event]) -> None:
-        self.ledger.observe(events, 0)
-
-    def encode_state(self) -> bytes:
-        return msgspec.msgpack.encode(self.ledger.state())
-
-    def restore_state(self, payload: bytes) -> None:
-        state = msgspec.msgpack.decode(payload, type=LedgerState)
-        self.ledger = PositionLedger.from_state(self.instruments, state)
+    model_type = PositionLedger
+    state_type = LedgerState
+    model: PositionLedger
 
     def positions(self, account: str) -> list[dict[str, object]]:
         """Return the account's positions in this shard's symbols."""
-        return [_as_dict(position) for position in self.ledger.positions(account)]
+        return [_as_dict(position) for position in self.model.positions(account)]
 
     def all_positions(self) -> list[dict[str, object]]:
         """Return every account's positions in this shard's symbols."""
-        return [_as_dict(position) for position in self.ledger.all_positions()]
-
-    def state_hash(self) -> str:
-        return self.ledger.state_hash()
+        return [_as_dict(position) for position in self.model.all_positions()]
 
 
 class RiskActor(Projection):
@@ -217,47 +218,24 @@ class RiskActor(Projection):
     """
 
     name = "risk"
-
-    def __init__(
-        self,
-        shard_id: int,
-        instruments: Sequence[Instrument],
-        *,
-        log_factory: Callable[[], ProjectionLog] | None = None,
-        snapshot_every_events: int = 200_000,
-    ) -> None:
-        self.instruments = list(instruments)
-        self.risk = RiskLimits(self.instruments)
-        super().__init__(shard_id, log_factory=log_factory,
-                         snapshot_every_events=snapshot_every_events)
-
-    def fold(self, events: Sequence[Event]) -> None:
-        self.risk.observe(events, 0)
-
-    def encode_state(self) -> bytes:
-        return msgspec.msgpack.encode(self.risk.state())
-
-    def restore_state(self, payload: bytes) -> None:
-        state = msgspec.msgpack.decode(payload, type=RiskState)
-        self.risk = RiskLimits.from_state(self.instruments, state)
+    model_type = RiskLimits
+    state_type = RiskState
+    model: RiskLimits
 
     def exposure(self, account: str) -> dict[str, object]:
         """Return the account's exposure in this shard (positions, open orders, limits)."""
-        return _as_dict(self.risk.exposure(account))
+        return _as_dict(self.model.exposure(account))
 
     def limits(self, account: str, symbol: str) -> dict[str, object]:
         """Return the limits that apply to the account's orders in ``symbol``."""
-        return _as_dict(self.risk.limits(account, symbol))
+        return _as_dict(self.model.limits(account, symbol))
 
     def status(self) -> dict[str, object]:
         """Return kill switches and halts in force in this shard."""
         return {
-            "killed_accounts": self.risk.killed_accounts(),
-            "halted_symbols": self.risk.halted_symbols(),
+            "killed_accounts": self.model.killed_accounts(),
+            "halted_symbols": self.model.halted_symbols(),
         }
-
-    def state_hash(self) -> str:
-        return self.risk.state_hash()
 
 
 def _as_dict(value: object) -> dict[str, object]:

@@ -134,7 +134,7 @@ def test_projections_recover_from_their_snapshot_and_the_journal(tmp_path: Path)
     # a gap in what is pushed is repaired from the journal
     behind = PositionActor(0, INSTRUMENTS, log_factory=storage)
     behind.next_seq = 1
-    behind.ledger = type(behind.ledger)(INSTRUMENTS)
+    behind.model = type(behind.model)(INSTRUMENTS)
     next_payload = live_book.submit(encode(flow(3_100)[3_000:]))
     behind.on_events([(live.next_seq, live_book.engine.next_seq - 1, next_payload)])
     live.on_events([(live.next_seq, live_book.engine.next_seq - 1, next_payload)])
