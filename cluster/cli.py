@@ -16,6 +16,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -120,12 +121,19 @@ def _demo(args: argparse.Namespace) -> int:
     from cluster.client import Client
     from cluster.wiring import start_cluster, start_ray
 
+    # A simulation starts from empty books: journals go to a fresh temporary folder unless
+    # --data-dir names one (a second run on the same journals would recover the first run's
+    # state and see its own seeded orders as duplicates).
+    scratch = None if args.data_dir else tempfile.TemporaryDirectory(prefix="raytrade-demo-")
+    if scratch is not None:
+        args.data_dir = scratch.name
     config = _cluster_config(args)
     registry = InstrumentRegistry.load(args.instruments)
     started = time.perf_counter()
     start_ray(num_cpus=args.num_cpus, namespace=config.namespace, quiet=not args.verbose)
     cluster = start_cluster(config, registry)
-    print(f"started Ray and {config.shards} shards in {time.perf_counter() - started:.1f} s")
+    print(f"started Ray and {config.shards} shards in {time.perf_counter() - started:.1f} s "
+          f"(journals in {config.data_dir})")
     try:
         client = Client(cluster)
         summary = _run_flow(client, registry, args)
@@ -136,6 +144,8 @@ def _demo(args: argparse.Namespace) -> int:
 
         cluster.stop()
         ray.shutdown()
+        if scratch is not None:
+            scratch.cleanup()
     return 0
 
 
