@@ -44,6 +44,7 @@ from cluster.gateway.streams import (
 from protocols.convert import Converter, InvalidFieldError, check_id, check_seq
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
+from protocols.messages import Command
 
 log = logging.getLogger(__name__)
 
@@ -398,39 +399,41 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
     def _request_id(self, principal: Principal) -> str:
         return f"admin-{principal.name}-{time.time_ns()}"[:64]
 
+    async def _admin_command(
+        self, context: Context, build: Callable[[str, int], Command]
+    ) -> pb.AdminResponse:
+        """Check the admin role, build the command (request id, ingress ts_ns), route it."""
+        principal = self._admin(context)
+        command = build(self._request_id(principal), time.time_ns())
+        return self.converter.admin_response(
+            (shard, event) for shard, events in await self.core.route(command)
+            for event in events
+        )
+
     @_unary
     async def HaltSymbol(  # noqa: N802
         self, request: pb.HaltSymbolRequest, context: Context
     ) -> pb.AdminResponse:
-        principal = self._admin(context)
-        command = self.converter.halt(request, self._request_id(principal), time.time_ns())
-        return self.converter.admin_response(
-            (shard, event) for shard, events in await self.core.route(command)
-            for event in events
+        return await self._admin_command(
+            context, lambda request_id, ts_ns: self.converter.halt(request, request_id, ts_ns)
         )
 
     @_unary
     async def SetKillSwitch(  # noqa: N802
         self, request: pb.SetKillSwitchRequest, context: Context
     ) -> pb.AdminResponse:
-        principal = self._admin(context)
-        command = self.converter.kill_switch(request, self._request_id(principal),
-                                             time.time_ns())
-        return self.converter.admin_response(
-            (shard, event) for shard, events in await self.core.route(command)
-            for event in events
+        return await self._admin_command(
+            context,
+            lambda request_id, ts_ns: self.converter.kill_switch(request, request_id, ts_ns),
         )
 
     @_unary
     async def SetRiskLimits(  # noqa: N802
         self, request: pb.SetRiskLimitsRequest, context: Context
     ) -> pb.AdminResponse:
-        principal = self._admin(context)
-        command = self.converter.risk_limits(request, self._request_id(principal),
-                                             time.time_ns())
-        return self.converter.admin_response(
-            (shard, event) for shard, events in await self.core.route(command)
-            for event in events
+        return await self._admin_command(
+            context,
+            lambda request_id, ts_ns: self.converter.risk_limits(request, request_id, ts_ns),
         )
 
     @_unary
