@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actors.core.supervision import RestartIntensity, Strategy, SupervisorPolicy
 
@@ -123,10 +123,15 @@ class Supervisor:
         except Exception as error:  # every way a ping fails means "down"
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             child.last_error = reason
-            # a dead or restarting actor is Ray's to bring back; one that answers with an error
-            # or hangs is alive, and only a kill makes Ray restart it
-            child.alive_but_failing = not isinstance(
-                error, RayActorError | ActorUnavailableError | ValueError
+            # A dead or restarting actor is Ray's to bring back. One that answers with an error
+            # is alive, and only a kill makes Ray restart it; so is one that hangs, but a ping
+            # can also time out behind a slow call, so a timeout counts as hanging only after
+            # restart_timeout_s.
+            hung = isinstance(error, GetTimeoutError) and child.down_since is not None and (
+                now - child.down_since > self.restart_timeout_s
+            )
+            child.alive_but_failing = hung or not isinstance(
+                error, RayActorError | ActorUnavailableError | ValueError | GetTimeoutError
             )
             if child.down_since is None:
                 child.down_since = now
@@ -159,8 +164,8 @@ class Supervisor:
             return
         for name in decision.restart:
             sibling = self.children[name]
-            if name == child.name and child.down_since is not None and not child.alive_but_failing:
-                continue  # Ray is already bringing it back
+            if name == child.name and not child.alive_but_failing:
+                continue  # Ray already brought it back, or is bringing it back
             sibling.expect_restart = True
             self._kill(name, restart=True)
 

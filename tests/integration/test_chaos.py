@@ -83,6 +83,18 @@ def fault_free(flow: list[Command], shard_map: ShardMap) -> dict[str, Any]:
     return {"books": books, "events": events}
 
 
+def answer(cluster: Cluster, name: str, method: str) -> Any:
+    """Call an actor's method, waiting (bounded) while it is restarting: a restarted actor
+    recovers its state, which is what the test compares."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return ray.get(getattr(cluster.handle(name), method).remote(), timeout=30)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            assert time.monotonic() < deadline, f"{name} did not come back within a minute"
+            time.sleep(0.2)
+
+
 def kill(cluster: Cluster, name: str) -> None:
     """SIGKILL the actor's worker process (waiting for it if it is still restarting)."""
     deadline = time.monotonic() + 60
@@ -166,19 +178,17 @@ def test_kills_lose_nothing_acknowledged_and_duplicate_nothing(chaos_cluster: Cl
         assert [strip(t) for t in journal_trades] == [strip(t) for t in expected_trades]
 
         book: BookActor = reference["books"][shard]
-        live = ray.get(chaos_cluster.handle(book_name(shard)).state_hashes.remote())
+        live = answer(chaos_cluster, book_name(shard), "state_hashes")
         assert live["books"] == book.state_hashes()["books"]
         assert live["risk"] == book.risk.state_hash()
         risk_projection = RiskLimits(grouped[shard])
         ledger = PositionLedger(grouped[shard])
         risk_projection.observe(reference["events"][shard], 0)
         ledger.observe(reference["events"][shard], 0)
-        assert ray.get(chaos_cluster.handle(risk_name(shard)).state_hash.remote()) == (
+        assert answer(chaos_cluster, risk_name(shard), "state_hash") == (
             risk_projection.state_hash()
         )
-        assert ray.get(chaos_cluster.handle(positions_name(shard)).state_hash.remote()) == (
-            ledger.state_hash()
-        )
+        assert answer(chaos_cluster, positions_name(shard), "state_hash") == ledger.state_hash()
     restarts = sum(
         child["restarts"]
         for status in chaos_cluster.supervision()[1:]
