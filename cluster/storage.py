@@ -102,6 +102,45 @@ class ShardStorageFactory:
         return ShardStorage(self.directory, fsync=self.fsync)
 
 
+class ShardReplay:
+    """A private copy of a shard, rebuilt from its storage: newest snapshot, then the journal.
+
+    Matching is deterministic, so replaying gives the very events and books the live shard
+    made, provided ``client_order_id_window`` is the shard's (it decides which resubmissions
+    are recognised). Projections, gateways and researchers replay through this one path.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        shard_id: int,
+        instruments: Sequence[Instrument],
+        *,
+        snapshot_max_seq: int | None = None,
+        client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
+    ) -> None:
+        """Start from the newest valid snapshot whose last event is at most ``snapshot_max_seq``
+        (any snapshot if None)."""
+        self.directory = Path(directory)
+        snapshots = SnapshotStore(self.directory / "snapshots")
+        found = snapshots.latest(SHARD_SNAPSHOT, max_seq=snapshot_max_seq)
+        state = msgspec.msgpack.decode(found[1], type=ShardState) if found is not None else None
+        self.risk, self.engine = build_shard(
+            shard_id, instruments, state, client_order_id_window=client_order_id_window
+        )
+
+    def batches(self) -> Iterator[tuple[CommandBatch, list[Event]]]:
+        """Re-apply each journaled batch after the snapshot; yield it with its events.
+
+        Raise `RuntimeError` if the replay diverges from the journal's recorded ranges.
+        """
+        journal = self.directory / "journal"
+        if not journal.exists():
+            return
+        for batch in read_batches(journal, self.engine.next_seq):
+            yield batch, replay_batch(self.engine, batch, str(self.directory))
+
+
 def replay_events(
     directory: str | Path,
     shard_id: int,
@@ -111,24 +150,11 @@ def replay_events(
     *,
     client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
 ) -> Iterator[list[Event]]:
-    """Yield a shard's events ``from_seq..to_seq`` (to the journal's end if None), batch by batch.
-
-    Start from the newest shard snapshot at or before ``from_seq - 1`` and re-run the journaled
-    batches through a private engine: matching is deterministic, so these are the very events
-    the live shard produced, provided ``client_order_id_window`` is the shard's (it decides
-    which resubmissions are recognised). Raise `RuntimeError` if the replay diverges from the
-    journal's recorded sequence ranges.
-    """
-    directory = Path(directory)
-    found = SnapshotStore(directory / "snapshots").latest(SHARD_SNAPSHOT, max_seq=from_seq - 1)
-    state = msgspec.msgpack.decode(found[1], type=ShardState) if found is not None else None
-    _, engine = build_shard(
-        shard_id, instruments, state, client_order_id_window=client_order_id_window
-    )
-    if not (directory / "journal").exists():
-        return
-    for batch in read_batches(directory / "journal", engine.next_seq):
-        events = replay_batch(engine, batch, str(directory))
+    """Yield a shard's events ``from_seq..to_seq`` (to the journal's end if None), batch by batch,
+    replayed from the newest snapshot at or before ``from_seq - 1`` (see `ShardReplay`)."""
+    replay = ShardReplay(directory, shard_id, instruments, snapshot_max_seq=from_seq - 1,
+                         client_order_id_window=client_order_id_window)
+    for batch, events in replay.batches():
         wanted = [event for event in events if event.seq >= from_seq]
         if to_seq is not None:
             wanted = [event for event in wanted if event.seq <= to_seq]

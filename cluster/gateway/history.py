@@ -17,10 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from actors.book_actor import ShardState, build_shard
-from cluster.journal import read_batches
-from cluster.snapshots import SnapshotStore
-from cluster.storage import SHARD_SNAPSHOT, replay_events
+from cluster.storage import ShardReplay, replay_events
 from protocols.messages import Event, Instrument
 
 Levels = list[tuple[int, int, int]]
@@ -54,26 +51,15 @@ class JournalHistory:
 
     def view(self) -> ShardView:
         """Replay the journal to its end; return the books, halts and kill switches there."""
-        found = SnapshotStore(self.directory / "snapshots").latest(SHARD_SNAPSHOT)
-        state = msgspec.msgpack.decode(found[1], type=ShardState) if found is not None else None
-        risk, engine = build_shard(
-            self.shard, self.instruments, state,
-            client_order_id_window=self.client_order_id_window,
-        )
-        journal = self.directory / "journal"
-        if journal.exists():
-            for batch in read_batches(journal, engine.next_seq):
-                if batch.first_seq != engine.next_seq:
-                    raise RuntimeError(
-                        f"{journal}: batch starts at event {batch.first_seq}, the replay is at "
-                        f"{engine.next_seq}"
-                    )
-                engine.apply(batch.commands)
+        replay = ShardReplay(self.directory, self.shard, self.instruments,
+                             client_order_id_window=self.client_order_id_window)
+        for _ in replay.batches():
+            pass
         return ShardView(
-            next_seq=engine.next_seq,
-            books={symbol: book.l2(FULL_DEPTH) for symbol, book in engine.books.items()},
-            halted_symbols=risk.halted_symbols(),
-            killed_accounts=risk.killed_accounts(),
+            next_seq=replay.engine.next_seq,
+            books={symbol: book.l2(FULL_DEPTH) for symbol, book in replay.engine.books.items()},
+            halted_symbols=replay.risk.halted_symbols(),
+            killed_accounts=replay.risk.killed_accounts(),
         )
 
     def events(self, from_seq: int, to_seq: int | None = None) -> Iterator[list[Event]]:

@@ -97,15 +97,7 @@ def answer(cluster: Cluster, name: str, method: str) -> Any:
 
 def kill(cluster: Cluster, name: str) -> None:
     """SIGKILL the actor's worker process (waiting for it if it is still restarting)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            pid = ray.get(cluster.handle(name).pid.remote(), timeout=30)
-            break
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            assert time.monotonic() < deadline, f"{name} did not come back within a minute"
-            time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
+    os.kill(answer(cluster, name, "pid"), signal.SIGKILL)
 
 
 def submit_until_answered(client: Client, batch: list[Command]) -> list[Event]:
