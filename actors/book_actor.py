@@ -60,7 +60,7 @@ class ShardState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ShardLog(Protocol):
-    """The shard's durable log: journal and snapshots (see cluster.storage)."""
+    """The shard's durable log: journal and snapshots (see cluster.storage.shard)."""
 
     def load(self) -> tuple[ShardState | None, Iterable[CommandBatch]]:
         """Become the shard's writer; return the newest snapshot and the batches after it."""

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class ProjectionLog(Protocol):
-    """A projection's view of the shard's storage (see cluster.storage)."""
+    """A projection's view of the shard's storage (see cluster.storage.shard)."""
 
     def events(self, from_seq: int, to_seq: int | None = None) -> Iterable[Sequence[Event]]:
         """Yield the events ``from_seq..to_seq`` (to the journal's end if None), in order."""

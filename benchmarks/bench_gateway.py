@@ -307,10 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seconds, args.latency_seconds, args.rates = 4.0, 3.0, [100, 500]
 
     from cluster.config import ClusterConfig, InstrumentRegistry
+    from cluster.edge.wiring import start_cluster, start_ray
     from cluster.gateway.auth import hash_token
     from cluster.gateway.config import GatewayConfig, TokenEntry
     from cluster.gateway.wiring import start_gateways
-    from cluster.wiring import start_cluster, start_ray
 
     namespace = f"bench-gateway-{uuid.uuid4().hex[:6]}"
     data_dir = tempfile.mkdtemp(prefix="raytrade-bench-gateway-")
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     address = f"127.0.0.1:{gateways.ports[0]}"
     import ray
 
-    from cluster.wiring import positions_name, risk_name
+    from cluster.edge.wiring import positions_name, risk_name
 
     def pids(names: list[str]) -> list[int]:
         return [int(ray.get(cluster.handle(name).pid.remote())) for name in names]

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from actors.core.engine import MatchingEngine
 from actors.tuning import tune_gc
-from cluster.flow import FlowConfig, demo_instruments, generate_flow
+from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
 from protocols.messages import Command, Instrument
 from tests.reference_book import ReferenceEngine
 

@@ -36,12 +36,12 @@ from tqdm import tqdm
 
 from actors.book_actor import BookActor
 from actors.tuning import tune_gc
-from cluster.client import Client, ShardUnavailableError
+from cluster.clients.ray_client import Client, ShardUnavailableError
 from cluster.config import ClusterConfig, InstrumentRegistry
-from cluster.flow import FlowConfig, demo_instruments, iter_flow
-from cluster.journal import FsyncPolicy, Journal
-from cluster.storage import ShardStorageFactory, replay_events, shard_directory
-from cluster.wiring import start_cluster, start_ray
+from cluster.edge.wiring import start_cluster, start_ray
+from cluster.research.flow import FlowConfig, demo_instruments, iter_flow
+from cluster.storage.journal import FsyncPolicy, Journal
+from cluster.storage.shard import ShardStorageFactory, replay_events, shard_directory
 from protocols.messages import Command, NewOrder, Side, encode
 
 RESULTS = Path(__file__).resolve().parent / "results"

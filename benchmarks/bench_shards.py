@@ -30,12 +30,12 @@ from tqdm import tqdm
 
 from actors.book_actor import BookActor
 from actors.tuning import tune_gc
-from cluster.client import Client
+from cluster.clients.ray_client import Client
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, shard_instruments
-from cluster.flow import FlowConfig, demo_instruments, generate_flow
-from cluster.journal import FsyncPolicy
-from cluster.storage import ShardStorageFactory
-from cluster.wiring import start_cluster, start_ray
+from cluster.edge.wiring import start_cluster, start_ray
+from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
+from cluster.storage.journal import FsyncPolicy
+from cluster.storage.shard import ShardStorageFactory
 from protocols.messages import Command, encode
 
 RESULTS = Path(__file__).resolve().parent / "results"

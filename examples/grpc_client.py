@@ -18,7 +18,7 @@ import argparse
 import threading
 import time
 
-from cluster.grpc_client import LocalBook, TradingClient, new_order
+from cluster.clients.grpc_client import LocalBook, TradingClient, new_order
 from protocols.generated.trading_pb2 import ExecutionType
 
 

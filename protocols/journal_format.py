@@ -1,7 +1,7 @@
 """The on-disk format of a shard's journal: records, frames and segment headers.
 
 The journal is the shard's source of truth, so its bytes are a contract of their own, kept
-apart from the code that does the I/O (`cluster.journal`): a replay tool, a researcher's
+apart from the code that does the I/O (`cluster.storage.journal`): a replay tool, a researcher's
 notebook or a future log engine can read a journal with this module alone.
 
 Records

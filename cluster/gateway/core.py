@@ -35,7 +35,7 @@ from cluster.gateway.config import GatewayConfig
 from cluster.gateway.history import JournalHistory, ShardView
 from cluster.gateway.shards import ShardLink
 from cluster.gateway.streams import Notifier, ShardFeed
-from cluster.storage import shard_directory
+from cluster.storage.shard import shard_directory
 from protocols.convert import WireRow
 from protocols.messages import (
     Command,

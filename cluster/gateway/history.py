@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from cluster.storage import ShardReplay, replay_events
+from cluster.storage.shard import ShardReplay, replay_events
 from protocols.messages import Event, Instrument
 
 Levels = list[tuple[int, int, int]]

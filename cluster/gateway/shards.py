@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayError
 
+from cluster.edge.wiring import book_name, positions_name, risk_name
 from cluster.gateway.batching import ShardUnavailableError
-from cluster.wiring import book_name, positions_name, risk_name
 
 log = logging.getLogger(__name__)
 

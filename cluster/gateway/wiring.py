@@ -24,9 +24,9 @@ import ray
 from actors.core.supervision import RestartIntensity, Strategy
 from actors.gateway_actor import GatewayActor
 from actors.supervisor import Supervisor
+from cluster.edge.wiring import GATEWAY_SUPERVISOR, ROOT_SUPERVISOR, Cluster, shard_supervisor_name
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.server import GatewayServerFactory
-from cluster.wiring import GATEWAY_SUPERVISOR, ROOT_SUPERVISOR, Cluster, shard_supervisor_name
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import ray
 
-from cluster.wiring import start_ray
+from cluster.edge.wiring import start_ray
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,11 @@ import ray
 from actors.book_actor import BookActor
 from actors.core.positions import PositionLedger
 from actors.core.risk import RiskLimits
-from cluster.client import Client, ShardUnavailableError
+from cluster.clients.ray_client import Client, ShardUnavailableError
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, shard_instruments
-from cluster.flow import FlowConfig, demo_instruments, generate_flow
-from cluster.storage import replay_events, shard_directory
-from cluster.wiring import Cluster, book_name, positions_name, risk_name, start_cluster
+from cluster.edge.wiring import Cluster, book_name, positions_name, risk_name, start_cluster
+from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
+from cluster.storage.shard import replay_events, shard_directory
 from protocols.messages import (
     Command,
     Event,

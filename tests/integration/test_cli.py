@@ -20,7 +20,7 @@ def test_up_serves_status_reports_and_ctrl_c_stops_cleanly(tmp_path: Path) -> No
     them with their supervisors, and SIGINT stops everything with exit code 0."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     up = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "up", "--shards", "2", "--namespace", "cli-test",
+        [sys.executable, "-m", "cluster.edge.cli", "up", "--shards", "2", "--namespace", "cli-test",
          "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
@@ -37,7 +37,7 @@ def test_up_serves_status_reports_and_ctrl_c_stops_cleanly(tmp_path: Path) -> No
             found = re.search(r"Ray at (\S+), data", line)
             address = found.group(1) if found else None
         status = subprocess.run(
-            [sys.executable, "-m", "cluster.cli", "status", "--namespace", "cli-test",
+            [sys.executable, "-m", "cluster.edge.cli", "status", "--namespace", "cli-test",
              "--address", address],
             capture_output=True, text=True, timeout=120, env=env, check=False,
         )

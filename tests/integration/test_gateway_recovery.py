@@ -21,16 +21,16 @@ from pathlib import Path
 import pytest
 import ray
 
-from cluster.client import Client
+from cluster.clients.grpc_client import ExecutionStream, TradingClient, new_order
+from cluster.clients.ray_client import Client
 from cluster.config import ClusterConfig, InstrumentRegistry
+from cluster.edge.wiring import Cluster, start_cluster
 from cluster.gateway.auth import hash_token
 from cluster.gateway.config import GatewayConfig, TokenEntry
 from cluster.gateway.history import JournalHistory
 from cluster.gateway.streams import concerns
 from cluster.gateway.wiring import GatewayGroup, start_gateways
-from cluster.grpc_client import ExecutionStream, TradingClient, new_order
-from cluster.storage import shard_directory
-from cluster.wiring import Cluster, start_cluster
+from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.messages import NewOrder, OrderAccepted, Side
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster.client import Client
+from cluster.clients.ray_client import Client
 from cluster.config import ClusterConfig, InstrumentRegistry
-from cluster.flow import FlowConfig, generate_flow
-from cluster.wiring import Cluster, connect, start_cluster
+from cluster.edge.wiring import Cluster, connect, start_cluster
+from cluster.research.flow import FlowConfig, generate_flow
 from protocols.messages import (
     CancelReason,
     Instrument,

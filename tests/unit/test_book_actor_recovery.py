@@ -13,9 +13,9 @@ import pytest
 
 from actors.book_actor import BookActor
 from actors.projections import PositionActor
-from cluster.flow import FlowConfig, demo_instruments, generate_flow
-from cluster.journal import FsyncPolicy, JournalFenced
-from cluster.storage import ProjectionStorageFactory, ShardStorageFactory, replay_events
+from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
+from cluster.storage.journal import FsyncPolicy, JournalFenced
+from cluster.storage.shard import ProjectionStorageFactory, ShardStorageFactory, replay_events
 from protocols.messages import (
     Command,
     Event,

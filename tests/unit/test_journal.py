@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster.journal import (
+from cluster.storage.journal import (
     DEFAULT_FSYNC_POLICY,
     LOCK_FILE,
     FsyncPolicy,
@@ -245,7 +245,7 @@ def test_a_frame_cut_short_at_the_end_is_truncated_and_reported(
     )[:-5]
     append_bytes(segment, partial)
 
-    with caplog.at_level(logging.WARNING, logger="cluster.journal"):
+    with caplog.at_level(logging.WARNING, logger="cluster.storage.journal"):
         journal = Journal.open_writer(tmp_path)
     with journal:
         assert journal.recovery_report.truncated_bytes == len(partial)

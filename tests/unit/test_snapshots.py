@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.snapshots import SNAPSHOT_HEADER, SnapshotStore
+from cluster.storage.snapshots import SNAPSHOT_HEADER, SnapshotStore
 
 
 class FsyncCounter:
@@ -109,7 +109,7 @@ def test_a_corrupted_newest_snapshot_falls_back_to_the_previous(
     data = bytearray(newest.read_bytes())
     data[-1] ^= 0xFF
     newest.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="cluster.snapshots"):
+    with caplog.at_level(logging.WARNING, logger="cluster.storage.snapshots"):
         assert store.latest("book-0") == (10, b"good state")
     assert "checksum mismatch" in caplog.text
 
@@ -136,7 +136,7 @@ def test_partial_or_foreign_snapshots_are_skipped(
     store.save("book-0", 10, b"good state")
     newest = store.save("book-0", 20, b"newer state")
     newest.write_bytes(damage(newest.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger="cluster.snapshots"):
+    with caplog.at_level(logging.WARNING, logger="cluster.storage.snapshots"):
         assert store.latest("book-0") == (10, b"good state")
     assert message in caplog.text
 

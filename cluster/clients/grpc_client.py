@@ -1,6 +1,6 @@
 """The Python client of raytrade's gRPC gateways: typed helpers over the generated stubs.
 
-    from cluster.grpc_client import TradingClient, ClientTls
+    from cluster.clients.grpc_client import TradingClient, ClientTls
 
     with TradingClient("127.0.0.1:50051", token="...") as client:
         reports = client.submit_order("AAPL", "buy", 10, price=18950)

@@ -5,7 +5,7 @@ as named, detached actors in the cluster's namespace (so any driver or gateway f
 
 * ``book-k`` — the shard's sequencer (`actors.book_actor.BookActor`);
 * ``risk-k`` and ``positions-k`` — readers of the shard's log (`actors.projections`), fed by
-  the book actor through a `cluster.publish.ReaderFanout`, recovering from the journal;
+  the book actor through a `cluster.edge.publish.ReaderFanout`, recovering from the journal;
 * ``supervisor-shard-k`` — their supervisor (`actors.supervisor.Supervisor`);
 
 plus the root ``supervisor`` and a ``directory`` that hands out the topology.
@@ -34,9 +34,9 @@ from actors.directory import Directory
 from actors.projections import PositionActor, RiskActor
 from actors.supervisor import Supervisor
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, shard_instruments
-from cluster.journal import FsyncPolicy
-from cluster.publish import FanoutFactory
-from cluster.storage import ProjectionStorageFactory, ShardStorageFactory, shard_directory
+from cluster.edge.publish import FanoutFactory
+from cluster.storage.journal import FsyncPolicy
+from cluster.storage.shard import ProjectionStorageFactory, ShardStorageFactory, shard_directory
 from protocols.messages import Instrument
 
 log = logging.getLogger(__name__)

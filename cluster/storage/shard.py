@@ -2,8 +2,8 @@
 
 One folder per shard under the cluster's data directory::
 
-    <data_dir>/shard-<k>/journal/     segment files (cluster.journal)
-    <data_dir>/shard-<k>/snapshots/   book, risk and position snapshots (cluster.snapshots)
+    <data_dir>/shard-<k>/journal/     segment files (cluster.storage.journal)
+    <data_dir>/shard-<k>/snapshots/   book, risk and position snapshots (cluster.storage.snapshots)
 
 `ShardStorage` is the book actor's `ShardLog`: it opens the journal as the shard's writer
 (taking a new epoch, so a zombie predecessor is fenced), hands back the newest snapshot and the
@@ -25,8 +25,8 @@ from pathlib import Path
 import msgspec
 
 from actors.book_actor import CLIENT_ORDER_ID_WINDOW, ShardState, build_shard, replay_batch
-from cluster.journal import FsyncPolicy, Journal, read_batches
-from cluster.snapshots import SnapshotStore
+from cluster.storage.journal import FsyncPolicy, Journal, read_batches
+from cluster.storage.snapshots import SnapshotStore
 from protocols.journal_format import CommandBatch
 from protocols.messages import Command, Event, Instrument
 

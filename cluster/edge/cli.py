@@ -28,7 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cluster.config import ClusterConfig, ConfigError, InstrumentRegistry, load_cluster_config
-from cluster.flow import FlowConfig, iter_flow
+from cluster.research.flow import FlowConfig, iter_flow
 from protocols.messages import (
     Event,
     OrderAccepted,
@@ -49,8 +49,8 @@ def _cluster_config(args: argparse.Namespace) -> ClusterConfig:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from cluster.edge.wiring import start_cluster, start_ray
     from cluster.gateway.config import dev_gateway_config, load_gateway_config
-    from cluster.wiring import start_cluster, start_ray
 
     config = _cluster_config(args)
     registry = InstrumentRegistry.load(args.instruments)
@@ -77,7 +77,7 @@ def _up(args: argparse.Namespace) -> int:
     for account, token in tokens.items():
         print(f"token for {account}: {token}")
     print(f"`raytrade status --address {address}` shows the shards and supervisors; from "
-          f"Python: cluster.wiring.connect({config.namespace!r}, {address!r}). Ctrl-C stops.",
+          f"Python: cluster.edge.wiring.connect({config.namespace!r}, {address!r}). Ctrl-C stops.",
           flush=True)
     try:
         while not stop.wait(1.0):
@@ -95,8 +95,8 @@ def _status(args: argparse.Namespace) -> int:
         # Ray reads this when it is imported: with an explicit address and token
         # authentication (on by default in Ray 2.60) the driver must know before that
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from cluster.client import Client
-    from cluster.wiring import connect
+    from cluster.clients.ray_client import Client
+    from cluster.edge.wiring import connect
 
     cluster = connect(namespace=args.namespace, address=args.address or "auto")
     client = Client(cluster)
@@ -118,8 +118,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cluster.client import Client
-    from cluster.wiring import start_cluster, start_ray
+    from cluster.clients.ray_client import Client
+    from cluster.edge.wiring import start_cluster, start_ray
 
     # A simulation starts from empty books: journals go to a fresh temporary folder unless
     # --data-dir names one (a second run on the same journals would recover the first run's

@@ -20,7 +20,7 @@ import msgspec
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from cluster.wiring import Cluster, book_name, positions_name, risk_name
+from cluster.edge.wiring import Cluster, book_name, positions_name, risk_name
 from protocols.messages import (
     CancelOrder,
     Command,

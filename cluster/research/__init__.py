@@ -1,0 +1,1 @@
+"""Tools for researchers: seeded order flows (more to come: recorders, replays, simulation)."""
