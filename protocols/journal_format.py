@@ -137,11 +137,6 @@ _record_decoder: Final[msgspec.msgpack.Decoder[JournalRecord]] = msgspec.msgpack
 _head_decoder: Final[msgspec.msgpack.Decoder[RecordHead]] = msgspec.msgpack.Decoder(RecordHead)
 
 
-def encode_record(record: JournalRecord) -> bytes:
-    """Encode a record as its MessagePack payload (without the frame header)."""
-    return _encoder.encode(record)
-
-
 def decode_record(payload: bytes | memoryview) -> JournalRecord:
     """Decode a record payload; raise `msgspec.DecodeError` if it is malformed."""
     return _record_decoder.decode(payload)

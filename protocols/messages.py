@@ -1,8 +1,8 @@
 """The internal vocabulary of raytrade: instruments, commands, events and reject codes.
 
 Every message is a frozen msgspec Struct. Commands and events each form a tagged union, so a
-whole batch encodes or decodes in one msgspec call (`encode_commands`, `decode_events`, ...);
-the journal, the Ray hops and the gateways all move these batches.
+whole batch encodes or decodes in one msgspec call (`encode`, `decode_commands`,
+`decode_events`); the journal, the Ray hops and the gateways all move these batches.
 
 Numbers are integers, never floats:
 
@@ -93,17 +93,13 @@ class RequestKind(enum.IntEnum):
 
 
 class RejectCode(enum.IntEnum):
-    """Every reason raytrade refuses a request, grouped by the stage that refuses it.
+    """Every reason a shard refuses a request, grouped by the stage that refuses it.
 
-    1xx gateway (transport-level validation and sessions), 2xx risk (pre-trade limits),
-    3xx matching (the order book's own rules and malformed commands).
+    2xx risk (pre-trade limits), 3xx matching (the order book's own rules and malformed
+    commands). A gateway refuses a request before any shard sees it and answers with a gRPC
+    status instead (`protocols.errors`), so there are no gateway codes; 1xx stays unused.
     """
 
-    # gateway
-    GATEWAY_INVALID_FIELD = 101
-    GATEWAY_RATE_LIMITED = 102
-    GATEWAY_NOT_AUTHORIZED = 103
-    GATEWAY_DUPLICATE_CLIENT_ORDER_ID = 104
     # risk
     RISK_MAX_ORDER_QUANTITY = 201
     RISK_MAX_ORDER_NOTIONAL = 202
@@ -133,8 +129,8 @@ class RejectCode(enum.IntEnum):
 
     @property
     def stage(self) -> str:
-        """Return ``"gateway"``, ``"risk"`` or ``"matching"``."""
-        return {1: "gateway", 2: "risk", 3: "matching"}[self.value // 100]
+        """Return ``"risk"`` or ``"matching"``."""
+        return {2: "risk", 3: "matching"}[self.value // 100]
 
 
 class Instrument(msgspec.Struct, frozen=True, kw_only=True):

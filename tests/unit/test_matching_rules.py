@@ -588,8 +588,8 @@ def test_market_gtc_behaves_like_ioc() -> None:
 
 
 def test_reject_codes_name_their_stage() -> None:
-    """Reject codes are grouped by stage: 1xx gateway, 2xx risk, 3xx matching."""
-    assert RejectCode.GATEWAY_INVALID_FIELD.stage == "gateway"
+    """Reject codes are grouped by the stage that refuses: 2xx risk, 3xx matching (the gateway
+    refuses with a gRPC status instead)."""
     assert RejectCode.RISK_PRICE_COLLAR.stage == "risk"
     assert RejectCode.FOK_NOT_FILLABLE.stage == "matching"
 
