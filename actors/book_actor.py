@@ -12,12 +12,12 @@ One book actor per shard runs, in order, for each command batch:
 
 The class is plain Python: cluster wiring wraps it with ``ray.remote``; tests and benchmarks
 run it in-process. Its collaborators that touch Ray or the disk are injected: an `EventSink`
-(publication) and a `ShardLog` (journal and snapshots).
+(publication) and a `ShardLog` (journal and snapshots). So are its clocks: tests pass fake
+ones, so time-based snapshots happen exactly when a test says.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -27,8 +27,16 @@ from typing import Protocol
 import msgspec
 
 from actors.core.book import RestingOrder
-from actors.core.engine import EngineState, MatchingEngine
-from actors.core.risk import ALL_ACCOUNTS, RiskLimits, RiskState
+from actors.core.engine import MatchingEngine
+from actors.core.risk import ALL_ACCOUNTS, RiskLimits
+from actors.core.shard import (
+    CLIENT_ORDER_ID_WINDOW,
+    ShardState,
+    build_shard,
+    replay_batch,
+    shard_state,
+    state_hashes,
+)
 from actors.tuning import tune_gc
 from protocols.journal_format import CommandBatch
 from protocols.messages import (
@@ -40,6 +48,7 @@ from protocols.messages import (
     decode_commands,
     encode,
 )
+from protocols.rows import OrderRow, ShardStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +59,6 @@ class EventSink(Protocol):
     def publish(self, first_seq: int, last_seq: int, payload: bytes) -> None:
         """Take the encoded events ``first_seq..last_seq``; must not block for long."""
         ...
-
-
-class ShardState(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a book actor needs to resume: the body of its snapshots."""
-
-    engine: EngineState
-    risk: RiskState
 
 
 class ShardLog(Protocol):
@@ -79,53 +81,6 @@ class ShardLog(Protocol):
         ...
 
 
-CLIENT_ORDER_ID_WINDOW = 1_000_000
-"""Default number of recent (account, client order id) pairs a shard remembers, so a resubmitted
-order is recognised instead of entered twice (about 180 MB per shard when full)."""
-
-
-def build_shard(
-    shard_id: int,
-    instruments: Sequence[Instrument],
-    state: ShardState | None = None,
-    *,
-    client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
-) -> tuple[RiskLimits, MatchingEngine]:
-    """Build a shard's risk gate and engine, empty or from a snapshot.
-
-    The book actor's recovery and every replay of a shard's journal build it here, so both
-    decide exactly alike.
-    """
-    if state is None:
-        risk = RiskLimits(instruments)
-        engine = MatchingEngine(
-            instruments, shard_id, gate=risk, client_order_id_window=client_order_id_window
-        )
-    else:
-        risk = RiskLimits.from_state(instruments, state.risk)
-        engine = MatchingEngine.from_state(
-            instruments, state.engine, gate=risk, client_order_id_window=client_order_id_window
-        )
-    return risk, engine
-
-
-def replay_batch(engine: MatchingEngine, batch: CommandBatch, where: str) -> list[Event]:
-    """Re-apply a journaled batch; raise `RuntimeError` unless it numbers its events exactly as
-    the journal recorded (a gap in the journal, or a non-deterministic engine)."""
-    if batch.first_seq != engine.next_seq:
-        raise RuntimeError(
-            f"{where}: journal batch starts at event {batch.first_seq}, replay is at "
-            f"{engine.next_seq}"
-        )
-    events = engine.apply(batch.commands)
-    if engine.next_seq != batch.last_seq + 1:
-        raise RuntimeError(
-            f"{where}: replaying events {batch.first_seq}..{batch.last_seq} gave "
-            f"{batch.first_seq}..{engine.next_seq - 1}: replay is not deterministic"
-        )
-    return events
-
-
 class BookActor:
     """Sequence, check, match and journal a shard's command batches."""
 
@@ -140,8 +95,17 @@ class BookActor:
         snapshot_every_events: int = 200_000,
         snapshot_every_s: float = 300.0,
         client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        """Recover the shard from ``log_factory``'s log (empty without one), then serve.
+
+        ``clock`` (monotonic seconds) times snapshots and recovery; ``wall_clock_ns`` (Unix
+        nanoseconds) stamps the configured default limits and the incarnation.
+        """
         tune_gc()
+        self.clock = clock
+        self.wall_clock_ns = wall_clock_ns
         self.shard_id = shard_id
         self.instruments = list(instruments)
         self.snapshot_every_events = snapshot_every_events
@@ -150,9 +114,9 @@ class BookActor:
         self.log = log_factory() if log_factory is not None else None
         self.risk, self.engine = self._recover()
         self._last_snapshot_seq = self.engine.next_seq
-        self._last_snapshot_at = time.monotonic()
+        self._last_snapshot_at = clock()
         self.sink = sink_factory() if sink_factory is not None else None
-        self.incarnation = f"{os.getpid()}-{time.time_ns()}"
+        self.incarnation = f"{os.getpid()}-{wall_clock_ns()}"
         """Changes with every start, so a supervisor sees a restart it did not witness."""
         self.batches = 0
         self.commands = 0
@@ -167,7 +131,7 @@ class BookActor:
         if self.log is None:
             return build_shard(self.shard_id, self.instruments,
                                client_order_id_window=self.client_order_id_window)
-        started = time.perf_counter()
+        started = self.clock()
         snapshot, batches = self.log.load()
         risk, engine = build_shard(self.shard_id, self.instruments, snapshot,
                                    client_order_id_window=self.client_order_id_window)
@@ -183,7 +147,7 @@ class BookActor:
             engine.next_seq - 1,
             "none" if snapshot is None else f"at event {snapshot.engine.next_seq - 1}",
             replayed,
-            time.perf_counter() - started,
+            self.clock() - started,
         )
         return risk, engine
 
@@ -196,11 +160,11 @@ class BookActor:
         wanted = default_limits or RiskLimitsConfig()
         if self.risk.limits(ALL_ACCOUNTS, "") != wanted:
             self.apply([SetRiskLimits(account=ALL_ACCOUNTS, limits=wanted,
-                                      client_order_id="config", ts_ns=time.time_ns())])
+                                      client_order_id="config", ts_ns=self.wall_clock_ns())])
 
     # ---------------------------------------------------------------- the command path
 
-    def submit(self, payload: bytes) -> bytes:
+    def apply_batch(self, payload: bytes) -> bytes:
         """Apply an encoded command batch; return its encoded events.
 
         Raise `msgspec.ValidationError` for a payload that is not a command batch (nothing is
@@ -210,8 +174,8 @@ class BookActor:
         """
         return self.apply(decode_commands(payload))
 
-    def submit_with_ends(self, payload: bytes) -> bytes:
-        """Like `submit`, but return ``msgpack([ends, events])`` where ``ends[i]`` is the index
+    def apply_batch_with_ends(self, payload: bytes) -> bytes:
+        """Like `apply_batch`, but return ``msgpack([ends, events])`` where ``ends[i]`` is the index
         just past command ``i``'s events: a gateway that coalesced many requests into one
         batch splits the reply exactly."""
         ends: list[int] = []
@@ -219,7 +183,7 @@ class BookActor:
         return _encode_with_ends(ends, reply)
 
     def apply(self, commands: Sequence[Command], ends: list[int] | None = None) -> bytes:
-        """Apply a decoded command batch; return its encoded events (see `submit`)."""
+        """Apply a decoded command batch; return its encoded events (see `apply_batch`)."""
         if self._failed is not None:
             raise RuntimeError(f"shard {self.shard_id} stopped serving: {self._failed}")
         if not commands:
@@ -246,7 +210,7 @@ class BookActor:
         self.commands += len(commands)
         if self.log is not None and (
             last_seq - self._last_snapshot_seq >= self.snapshot_every_events
-            or time.monotonic() - self._last_snapshot_at >= self.snapshot_every_s
+            or self.clock() - self._last_snapshot_at >= self.snapshot_every_s
         ):
             self.snapshot()
         return payload
@@ -255,13 +219,13 @@ class BookActor:
         """Write a snapshot now; return the first event it does not cover."""
         if self.log is None:
             raise RuntimeError("this book actor has no log to snapshot to")
-        started = time.perf_counter()
+        started = self.clock()
         next_seq = self.engine.next_seq
         self.log.save_snapshot(next_seq, self.state())
         self._last_snapshot_seq = next_seq
-        self._last_snapshot_at = time.monotonic()
+        self._last_snapshot_at = self.clock()
         log.info("shard %d snapshot at event %d in %.3f s", self.shard_id, next_seq - 1,
-                 time.perf_counter() - started)
+                 self.clock() - started)
         return next_seq
 
     def sync(self) -> None:
@@ -273,18 +237,11 @@ class BookActor:
 
     def state(self) -> ShardState:
         """Return the shard's full state (a copy)."""
-        return ShardState(engine=self.engine.state(), risk=self.risk.state())
+        return shard_state(self.risk, self.engine)
 
     def state_hashes(self) -> dict[str, str]:
         """Return hashes of the books (live orders and order ids), the engine and the risk."""
-        books = msgspec.msgpack.encode(
-            [self.engine.books[symbol].state() for symbol in sorted(self.engine.books)]
-        )
-        return {
-            "books": hashlib.blake2b(books, digest_size=16).hexdigest(),
-            "engine": self.engine.state_hash(),
-            "risk": self.risk.state_hash(),
-        }
+        return state_hashes(self.risk, self.engine)
 
     def l1(self, symbol: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         """Return best bid and ask as ``(price, quantity)`` or None per side."""
@@ -296,15 +253,15 @@ class BookActor:
         """Return up to ``depth`` levels per side as ``(price, quantity, order_count)``."""
         return self.engine.books[symbol].l2(depth)
 
-    def order(self, order_id: int) -> dict[str, object] | None:
-        """Return a live order as a dict, or None if it is not open."""
+    def order(self, order_id: int) -> OrderRow | None:
+        """Return a live order, or None if it is not open."""
         for symbol, book in self.engine.books.items():
             order = book.orders.get(order_id)
             if order is not None:
                 return _order_row(symbol, order)
         return None
 
-    def open_orders(self, account: str, symbol: str = "") -> list[dict[str, object]]:
+    def open_orders(self, account: str, symbol: str = "") -> list[OrderRow]:
         """Return the account's live orders (in one symbol or all), by order id."""
         rows = [
             _order_row(name, order)
@@ -313,20 +270,20 @@ class BookActor:
             for order in book.orders.values()
             if order.account == account
         ]
-        return sorted(rows, key=lambda row: row["order_id"])  # type: ignore[return-value,arg-type]
+        return sorted(rows, key=lambda row: row.order_id)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> ShardStatusRow:
         """Return counters and the position in the sequence, for `raytrade status`."""
-        return {
-            "shard": self.shard_id,
-            "incarnation": self.incarnation,
-            "symbols": sorted(self.engine.books),
-            "next_seq": self.engine.next_seq,
-            "batches": self.batches,
-            "commands": self.commands,
-            "resting_orders": sum(len(book.orders) for book in self.engine.books.values()),
-            "failed": self._failed,
-        }
+        return ShardStatusRow(
+            shard=self.shard_id,
+            incarnation=self.incarnation,
+            symbols=sorted(self.engine.books),
+            next_seq=self.engine.next_seq,
+            batches=self.batches,
+            commands=self.commands,
+            resting_orders=sum(len(book.orders) for book in self.engine.books.values()),
+            failed=self._failed,
+        )
 
     def ping(self) -> tuple[str, int]:
         """Answer a health check: this process's incarnation and the next sequence number.
@@ -356,18 +313,18 @@ def _encode_with_ends(ends: list[int], payload: bytes) -> bytes:
 
 
 def decode_with_ends(data: bytes) -> tuple[list[int], list[Event]]:
-    """Decode what `BookActor.submit_with_ends` returns."""
+    """Decode what `BookActor.apply_batch_with_ends` returns."""
     ends, events = msgspec.msgpack.decode(data, type=tuple[list[int], list[Event]])
     return ends, events
 
 
-def _order_row(symbol: str, order: RestingOrder) -> dict[str, object]:
-    return {
-        "order_id": order.order_id,
-        "account": order.account,
-        "client_order_id": order.client_order_id,
-        "symbol": symbol,
-        "side": int(order.side),
-        "price": order.price,
-        "open_quantity": order.quantity,
-    }
+def _order_row(symbol: str, order: RestingOrder) -> OrderRow:
+    return OrderRow(
+        order_id=order.order_id,
+        account=order.account,
+        client_order_id=order.client_order_id,
+        symbol=symbol,
+        side=order.side,
+        price=order.price,
+        open_quantity=order.quantity,
+    )

@@ -25,10 +25,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from actors.core.positions import LedgerState, PositionLedger
-from actors.core.risk import RiskLimits, RiskState
+from actors.core.positions import LedgerState, Position, PositionLedger
+from actors.core.risk import AccountExposure, RiskLimits, RiskState
 from actors.tuning import tune_gc
-from protocols.messages import Event, Instrument, decode_events
+from protocols.messages import Event, Instrument, RiskLimitsConfig, decode_events
+from protocols.rows import RiskStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +202,13 @@ class PositionActor(Projection):
     state_type = LedgerState
     model: PositionLedger
 
-    def positions(self, account: str) -> list[dict[str, object]]:
+    def positions(self, account: str) -> list[Position]:
         """Return the account's positions in this shard's symbols."""
-        return [_as_dict(position) for position in self.model.positions(account)]
+        return self.model.positions(account)
 
-    def all_positions(self) -> list[dict[str, object]]:
+    def all_positions(self) -> list[Position]:
         """Return every account's positions in this shard's symbols."""
-        return [_as_dict(position) for position in self.model.all_positions()]
+        return self.model.all_positions()
 
 
 class RiskActor(Projection):
@@ -222,23 +223,17 @@ class RiskActor(Projection):
     state_type = RiskState
     model: RiskLimits
 
-    def exposure(self, account: str) -> dict[str, object]:
+    def exposure(self, account: str) -> AccountExposure:
         """Return the account's exposure in this shard (positions, open orders, limits)."""
-        return _as_dict(self.model.exposure(account))
+        return self.model.exposure(account)
 
-    def limits(self, account: str, symbol: str) -> dict[str, object]:
+    def limits(self, account: str, symbol: str) -> RiskLimitsConfig:
         """Return the limits that apply to the account's orders in ``symbol``."""
-        return _as_dict(self.model.limits(account, symbol))
+        return self.model.limits(account, symbol)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> RiskStatusRow:
         """Return kill switches and halts in force in this shard."""
-        return {
-            "killed_accounts": self.model.killed_accounts(),
-            "halted_symbols": self.model.halted_symbols(),
-        }
-
-
-def _as_dict(value: object) -> dict[str, object]:
-    result = msgspec.to_builtins(value)
-    assert isinstance(result, dict)
-    return result
+        return RiskStatusRow(
+            killed_accounts=self.model.killed_accounts(),
+            halted_symbols=self.model.halted_symbols(),
+        )

@@ -10,6 +10,8 @@ One folder per shard under the cluster's data directory::
 batches journaled after it, appends, and saves snapshots. `ProjectionStorage` is what a risk or
 position actor needs: its own snapshots, and the shard's events replayed from the journal by a
 private copy of the shard's engine (`replay_events`), which is also the researchers' replay.
+Every copy is built and fed by `actors.core.shard` (`build_shard`, `replay_batch`), the path
+the book actor's own recovery takes, so all of them decide alike.
 
 Snapshot sequence numbers are the last event a snapshot includes; a snapshot newer than the
 journal's end (possible only if the journal lost an unsynced tail under the ``interval`` or
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from actors.book_actor import CLIENT_ORDER_ID_WINDOW, ShardState, build_shard, replay_batch
+from actors.core.shard import CLIENT_ORDER_ID_WINDOW, ShardState, build_shard, replay_batch
 from cluster.storage.journal import FsyncPolicy, Journal, read_batches
 from cluster.storage.snapshots import SnapshotStore
 from protocols.journal_format import CommandBatch
@@ -132,7 +134,7 @@ class ShardReplay:
     def batches(self) -> Iterator[tuple[CommandBatch, list[Event]]]:
         """Re-apply each journaled batch after the snapshot; yield it with its events.
 
-        Raise `RuntimeError` if the replay diverges from the journal's recorded ranges.
+        Raise `ReplayDivergedError` if the replay diverges from the journal's recorded ranges.
         """
         journal = self.directory / "journal"
         if not journal.exists():

@@ -12,10 +12,16 @@ import msgspec
 import pytest
 
 from actors.book_actor import BookActor
+from actors.core.shard import ReplayDivergedError, state_hashes
 from actors.projections import PositionActor
 from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
 from cluster.storage.journal import FsyncPolicy, JournalFenced
-from cluster.storage.shard import ProjectionStorageFactory, ShardStorageFactory, replay_events
+from cluster.storage.shard import (
+    ProjectionStorageFactory,
+    ShardReplay,
+    ShardStorageFactory,
+    replay_events,
+)
 from protocols.messages import (
     Command,
     Event,
@@ -40,12 +46,12 @@ def book(directory: Path, **options: object) -> BookActor:
 
 
 def events_for(actor: BookActor, commands: list[Command]) -> list[Event]:
-    return decode_events(actor.submit(encode(commands)))
+    return decode_events(actor.apply_batch(encode(commands)))
 
 
 def feed(actor: BookActor, commands: list[Command], batch: int = 100) -> None:
     for index in range(0, len(commands), batch):
-        actor.submit(encode(commands[index : index + batch]))
+        actor.apply_batch(encode(commands[index : index + batch]))
 
 
 @pytest.mark.parametrize("snapshot_every_events", [10**9, 1_000])
@@ -110,9 +116,9 @@ def test_a_zombie_incarnation_cannot_acknowledge_anything(tmp_path: Path) -> Non
     feed(zombie, flow(500))
     successor = book(tmp_path)
     with pytest.raises(JournalFenced):
-        zombie.submit(encode(flow(600)[500:]))
+        zombie.apply_batch(encode(flow(600)[500:]))
     with pytest.raises(RuntimeError, match="stopped serving"):
-        zombie.submit(encode(flow(600)[500:]))
+        zombie.apply_batch(encode(flow(600)[500:]))
     feed(successor, flow(600)[500:])
     assert book(tmp_path).state_hashes() == successor.state_hashes()
 
@@ -126,7 +132,7 @@ def test_projections_recover_from_their_snapshot_and_the_journal(tmp_path: Path)
     commands = flow()
     for index in range(0, len(commands), 100):
         first_seq = live_book.engine.next_seq
-        payload = live_book.submit(encode(commands[index : index + 100]))
+        payload = live_book.apply_batch(encode(commands[index : index + 100]))
         live.on_events([(first_seq, live_book.engine.next_seq - 1, payload)])
     restarted = PositionActor(0, INSTRUMENTS, log_factory=storage)
     assert restarted.next_seq == live.next_seq
@@ -135,7 +141,7 @@ def test_projections_recover_from_their_snapshot_and_the_journal(tmp_path: Path)
     behind = PositionActor(0, INSTRUMENTS, log_factory=storage)
     behind.next_seq = 1
     behind.model = type(behind.model)(INSTRUMENTS)
-    next_payload = live_book.submit(encode(flow(3_100)[3_000:]))
+    next_payload = live_book.apply_batch(encode(flow(3_100)[3_000:]))
     behind.on_events([(live.next_seq, live_book.engine.next_seq - 1, next_payload)])
     live.on_events([(live.next_seq, live_book.engine.next_seq - 1, next_payload)])
     assert behind.state_hash() == live.state_hash() and behind.gaps_repaired == 1
@@ -150,3 +156,30 @@ def test_snapshot_sequence_never_runs_ahead_of_the_journal(tmp_path: Path) -> No
     recovered = book(tmp_path)
     assert recovered.engine.next_seq == live.engine.next_seq
     assert msgspec.msgpack.encode(recovered.state()) == msgspec.msgpack.encode(live.state())
+
+
+def test_a_storage_replay_reaches_the_live_shards_state(tmp_path: Path) -> None:
+    """The replay projections, gateways and researchers use (`ShardReplay`) builds and feeds
+    the shard as the book actor's recovery does: same state hashes as the live shard."""
+    live = book(tmp_path, snapshot_every_events=900)
+    feed(live, flow())
+    replay = ShardReplay(tmp_path, 0, INSTRUMENTS)
+    for _ in replay.batches():
+        pass
+    assert state_hashes(replay.risk, replay.engine) == live.state_hashes()
+
+
+def test_a_replay_with_another_client_order_id_window_diverges_loudly(tmp_path: Path) -> None:
+    """A replay that decides otherwise than the live run raises instead of serving another
+    state: with a smaller idempotency window, a resubmission the live shard rejected as a
+    duplicate (one event) is entered again (more events) and the recorded range no longer fits."""
+    live = book(tmp_path, client_order_id_window=10)
+    first = NewOrder(account="A", client_order_id="c0", symbol="SYM0", side=Side.BUY,
+                     price=9_000, quantity=5, ts_ns=1)
+    later = [msgspec.structs.replace(first, client_order_id=f"c{n}") for n in range(1, 5)]
+    events_for(live, [first, *later])
+    events_for(live, [first])  # remembered within the window of 10: a DUPLICATE reject
+    replay = ShardReplay(tmp_path, 0, INSTRUMENTS, client_order_id_window=2)
+    with pytest.raises(ReplayDivergedError):
+        for _ in replay.batches():
+            pass

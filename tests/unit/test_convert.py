@@ -1,4 +1,5 @@
-"""The gRPC API's validation and conversion (protocols.convert), without a server.
+"""The gRPC API's validation and conversion (protocols.requests and protocols.reports, joined
+as protocols.convert's `Converter`), without a server.
 
 One rule per test. A request that converts is one a shard can take; one that does not names
 its field and says why.
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.core.engine import MatchingEngine
-from protocols import generate
+from protocols import errors, generate
 from protocols.convert import Converter, InvalidFieldError, check_id, check_seq
 from protocols.generated import trading_pb2 as pb
 from protocols.messages import (
@@ -30,6 +31,7 @@ from protocols.messages import (
     Trade,
     encode,
 )
+from protocols.rows import GatewayShardRow, OrderRow, ShardStatusRow
 
 INSTRUMENTS = [
     Instrument(symbol="AAPL", tick_size=1, lot_size=1, price_scale=2),
@@ -343,3 +345,47 @@ def test_market_data_updates(converter: Converter) -> None:
     trade = Trade(8, 1, "AAPL", 100, 5, Side.BUY, 1, "a", "a1", 0, 2, "b", "b1", 3)
     update = converter.market_update(trade, 7)
     assert update.WhichOneof("update") == "trade" and update.trade.aggressor_side == pb.SIDE_BUY
+
+
+def test_an_order_row_converts_field_by_field(converter: Converter) -> None:
+    """A book actor's order row becomes the API's `Order`, its side mapped to the API enum."""
+    row = OrderRow(order_id=42, account="alice", client_order_id="c1", symbol="AAPL",
+                   side=Side.SELL, price=15_000, open_quantity=7)
+    assert converter.order(row) == pb.Order(
+        order_id=42, account="alice", client_order_id="c1", symbol="AAPL", side=pb.SIDE_SELL,
+        price=15_000, open_quantity=7,
+    )
+
+
+def test_status_reports_each_shard_up_or_down(converter: Converter) -> None:
+    """A shard that answered shows the book actor's figures; one that did not, its error."""
+    book = ShardStatusRow(shard=0, incarnation="1-2", symbols=["AAPL"], next_seq=9, batches=3,
+                          commands=4, resting_orders=2, failed=None)
+    shards = [
+        GatewayShardRow(shard=0, up=True, gateway_next_seq=8, halted_symbols=["AAPL"],
+                        book=book),
+        GatewayShardRow(shard=1, up=False, error="shard 1 is restarting",
+                        killed_accounts=["bob"]),
+    ]
+    supervisor = {"name": "sup", "state": "running",
+                  "children": {"book-0": {"up": True, "restarts": 1, "last_error": "x"}}}
+    response = converter.status("gw", shards, [supervisor])
+    up, down = response.shards
+    assert (up.up, list(up.symbols), up.next_seq, up.resting_orders) == (True, ["AAPL"], 9, 2)
+    assert (up.gateway_next_seq, list(up.halted_symbols)) == (8, ["AAPL"])
+    assert (down.up, down.error, down.next_seq, list(down.symbols)) == (
+        False, "shard 1 is restarting", 0, [],
+    )
+    assert list(down.killed_accounts) == ["bob"]
+    (child,) = response.supervisors[0].children
+    assert (child.name, child.up, child.restarts) == ("book-0", True, 1)
+
+
+def test_the_converter_raises_the_one_invalid_field_error(converter: Converter) -> None:
+    """Validation raises `protocols.errors.InvalidFieldError`, a `ValueError` the gateway
+    answers with INVALID_ARGUMENT."""
+    assert InvalidFieldError is errors.InvalidFieldError
+    with pytest.raises(errors.InvalidFieldError) as raised:
+        converter.book_depth(10_000)
+    assert isinstance(raised.value, ValueError) and raised.value.field == "depth"
+    assert raised.value.status == "INVALID_ARGUMENT"
