@@ -7,7 +7,9 @@ layer stays free of the cluster package and the shell stays thin:
 
 * the constructor builds the server and starts it on the actor's running loop (so a restart
   by Ray, which runs the constructor again, serves again with no one calling ``start``);
-* ``on_shard_events`` takes a shard's pushed events (see `ShardSubscription`);
+* ``on_shard_events`` takes a shard's pushed events: the injected ``feeds`` make, per shard,
+  the reader a book actor publishes to (``cluster.edge.handles.GatewayFeed``, which calls
+  ``on_shard_events`` of this actor by name);
 * ``ping`` answers the gateway supervisor: the incarnation (new with every process) and the
   gateway's position in the shards' logs, or an error if the server failed to start.
 
@@ -21,8 +23,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
-
-import ray
 
 from actors.tuning import tune_gc
 
@@ -43,46 +43,24 @@ class GatewayServerLike(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-class _TaggedMethod:
-    def __init__(self, gateway: Any, shard: int) -> None:
-        self.gateway = gateway
-        self.shard = shard
-
-    def remote(self, batches: Sequence[tuple[int, int, bytes]]) -> Any:
-        return self.gateway.on_shard_events.remote(self.shard, batches)
-
-
-class ShardSubscription:
-    """Stand in for a reader's actor handle in a shard's publisher, tagging pushes with the
-    shard.
-
-    A shard publishes to ``handle.on_events.remote(batches)``; one gateway reads every shard,
-    so this forwards to ``gateway.on_shard_events.remote(shard, batches)``. Picklable.
-    """
-
-    def __init__(self, gateway: Any, shard: int) -> None:
-        self.gateway = gateway
-        self.shard = shard
-
-    @property
-    def on_events(self) -> _TaggedMethod:
-        return _TaggedMethod(self.gateway, self.shard)
-
-
 class GatewayActor:
     """Run a gateway server in this actor's event loop."""
 
-    def __init__(self, name: str, server_factory: Callable[[str], GatewayServerLike]) -> None:
+    def __init__(
+        self,
+        name: str,
+        server_factory: Callable[[str], GatewayServerLike],
+        feeds: Callable[[int], Any],
+    ) -> None:
         tune_gc()
         self.name = name
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
         """Changes with every start, so the supervisor sees a restart it did not witness."""
         self.server = server_factory(name)
-        handle = ray.get_runtime_context().current_actor
         # Ray runs an async actor's constructor on its event loop: start serving from here, so
         # a restart (which only runs the constructor) serves again
         self._started: asyncio.Task[int] = asyncio.get_running_loop().create_task(
-            self.server.start(lambda shard: ShardSubscription(handle, shard))
+            self.server.start(feeds)
         )
 
     async def ready(self) -> int:

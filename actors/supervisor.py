@@ -1,32 +1,35 @@
-"""Supervisors: the Ray shell around `actors.core.supervision.SupervisorPolicy`.
+"""Supervisors: the reconcile loop around `actors.core.supervision`.
 
 The tree::
 
     supervisor                      (root: one-for-one over the subtrees)
     ├── supervisor-shard-0          (book-0, risk-0, positions-0)
     ├── supervisor-shard-1          ...
-    └── supervisor-gateways         (later: the gRPC gateways)
+    └── supervisor-gateways         (the gRPC gateways)
 
-Children are named Ray actors started with ``max_restarts=-1``, so Ray brings a dead process
-back by running its constructor again (which recovers from snapshot + journal); the
-supervisor owns the policy on top. A reconcile loop (a thread, every ``tick_s``) pings each
-child and sees a failure when
+Children are named actors started with ``max_restarts=-1``, so Ray brings a dead process back
+by running its constructor again (which recovers from snapshot + journal); the supervisor owns
+the policy on top. A reconcile loop (a thread, every ``tick_s``) pings each child through the
+injected `ChildProbe` and follows it through the transition table
+(`actors.core.supervision.TRANSITIONS`, printed by ``python -m actors.core.supervision``):
 
-* the ping raises (the actor died or is restarting) or times out (it hangs), or
-* the answer carries a new incarnation (Ray restarted it between two pings).
+* a child that is down counts as a failure, and Ray brings it back;
+* one that answers from a new incarnation died between two pings: a failure, already back;
+* one that is alive but fails its pings counts, and is killed so that Ray restarts it;
+* one whose pings time out may only be busy behind a slow call: it counts as hung, and is
+  killed, only after ``restart_timeout_s``;
+* a kill of ours is expected to produce a new incarnation and is not counted again;
+* a child down longer than ``restart_timeout_s`` counts again, so a crash loop in a
+  constructor ends; when the probe knows Ray's restart count, every restart counts, so a crash
+  loop faster than the ping ends sooner.
 
-For each failure it asks the policy: restart siblings too (``ray.kill(no_restart=False)``:
-Ray restarts them, they recover from the log), or escalate: stop every child for good
-(``no_restart=True``) and tell the parent, whose policy decides whether to rebuild the
-subtree (fresh actors through the injected ``rebuild`` factory) or give up and mark it
-failed. A child that stays down longer than ``restart_timeout_s`` is escalated too, so a
-crash loop in a constructor stops after a bounded number of attempts.
+For each failure it asks the policy: restart siblings too (a kill with ``restart=True``: Ray
+restarts them, they recover from the log), or escalate: stop every child for good and tell the
+parent, whose policy decides whether to rebuild the subtree (fresh actors through the injected
+``rebuild`` factory) or give up and mark it failed.
 
-Failures closer together than one tick (a crash, a restart and another crash between two
-pings) count once; a child that keeps crashing is down most of the time and is caught by
-``restart_timeout_s``.
-
-The loop catches and logs every exception: a supervisor must outlive what it supervises.
+The loop catches and logs every exception: a supervisor must outlive what it supervises. This
+module imports no Ray; `cluster.edge.handles.RayProbe` is the probe a cluster injects.
 """
 
 from __future__ import annotations
@@ -37,35 +40,28 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
-
-from actors.core.supervision import RestartIntensity, Strategy, SupervisorPolicy
+from actors.core.supervision import (
+    ChildProbe,
+    ChildState,
+    ChildWatch,
+    RestartIntensity,
+    Step,
+    Strategy,
+    SupervisorPolicy,
+)
 
 log = logging.getLogger(__name__)
 
 
-class _Child:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.incarnation: str | None = None
-        self.down_since: float | None = None
-        self.expect_restart = False
-        self.restarts = 0
-        self.last_error = ""
-        self.alive_but_failing = False
-        self.offset = 0
-
-
 class Supervisor:
-    """Watch named child actors; restart, escalate and report per the policy."""
+    """Watch named child actors through a probe; restart, escalate and report per the policy."""
 
     def __init__(
         self,
         name: str,
         children: Sequence[str],
         *,
-        namespace: str,
+        probe: ChildProbe,
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         intensity: RestartIntensity | None = None,
         parent: str | None = None,
@@ -74,23 +70,28 @@ class Supervisor:
         ping_timeout_s: float = 5.0,
         restart_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        start_loop: bool = True,
     ) -> None:
         self.name = name
-        self.namespace = namespace
+        self.probe = probe
         self.parent = parent
         self._rebuild = rebuild
         self.policy = SupervisorPolicy(children, strategy, intensity)
-        self.children = {child: _Child(child) for child in children}
+        self.children = {child: ChildWatch(child, restart_timeout_s) for child in children}
         self.tick_s = tick_s
         self.ping_timeout_s = ping_timeout_s
         self.restart_timeout_s = restart_timeout_s
         self.clock = clock
         self.state = "running"
         """``running``, ``escalated`` (children stopped, waiting for the parent) or ``failed``."""
+        self._generation = 0
+        """Bumped by every rebuild, so a ping sent to the old children is not applied to new."""
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if start_loop:
+            self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
+            self._thread.start()
 
     # ---------------------------------------------------------------- the loop
 
@@ -103,71 +104,45 @@ class Supervisor:
 
     def reconcile(self) -> None:
         """Observe every child once and act on what failed (one tick of the loop)."""
-        with self._lock:
-            if self.state != "running":
-                return
-            for child in list(self.children.values()):
-                problem = self._observe(child)
-                if problem is not None:
-                    self._on_failure(child, problem)
-                    if self.state != "running":
-                        return
+        for watch in list(self.children.values()):
+            with self._lock:
+                if self.state != "running":
+                    return
+                generation = self._generation
+            # ping outside the lock: a hung child must not hold up status() and the calls
+            try:
+                ping = self.probe.ping(watch.name, self.ping_timeout_s)
+            except Exception:  # the probe promises not to raise; one bug must not stop the rest
+                log.exception("supervisor %s: probing %s failed", self.name, watch.name)
+                continue
+            with self._lock:
+                if self.state != "running" or generation != self._generation:
+                    return
+                step = watch.observe(ping, self.clock())
+                if step.before is not step.after:
+                    log.info("supervisor %s: %s %s -> %s (%s)", self.name, watch.name,
+                             step.before, step.after, step.observation)
+                if step.failures:
+                    self._on_failure(watch, step)
 
-    def _observe(self, child: _Child) -> str | None:
-        """Ping one child; return a failure reason, or None if nothing new went wrong."""
+    def _on_failure(self, watch: ChildWatch, step: Step) -> None:
         now = self.clock()
-        try:
-            handle: Any = ray.get_actor(child.name, namespace=self.namespace)
-            answer: tuple[str, int] = ray.get(handle.ping.remote(), timeout=self.ping_timeout_s)
-            incarnation, offset = answer
-        except Exception as error:  # every way a ping fails means "down"
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            child.last_error = reason
-            # A dead or restarting actor is Ray's to bring back. One that answers with an error
-            # is alive, and only a kill makes Ray restart it; so is one that hangs, but a ping
-            # can also time out behind a slow call, so a timeout counts as hanging only after
-            # restart_timeout_s.
-            hung = isinstance(error, GetTimeoutError) and child.down_since is not None and (
-                now - child.down_since > self.restart_timeout_s
-            )
-            child.alive_but_failing = hung or not isinstance(
-                error, RayActorError | ActorUnavailableError | ValueError | GetTimeoutError
-            )
-            if child.down_since is None:
-                child.down_since = now
-                if child.expect_restart:
-                    return None
-                return f"not answering ({reason})"
-            if now - child.down_since > self.restart_timeout_s:
-                child.down_since = now  # count it again only after another full timeout
-                return f"still down after {self.restart_timeout_s:.0f} s ({reason})"
-            return None
-        child.offset = offset
-        was_down = child.down_since is not None
-        child.down_since = None
-        previous, child.incarnation = child.incarnation, incarnation
-        if previous is not None and incarnation != previous:
-            child.restarts += 1
-            if child.expect_restart or was_down:
-                child.expect_restart = False
-                return None
-            return "restarted between health checks"
-        child.expect_restart = False
-        return None
-
-    def _on_failure(self, child: _Child, reason: str) -> None:
-        decision = self.policy.on_failure(child.name, reason, self.clock())
-        log.warning("supervisor %s: %s failed (%s): %s", self.name, child.name, reason,
-                    "escalating" if decision.escalate else f"restarting {list(decision.restart)}")
-        if decision.escalate:
-            self._escalate(f"{child.name}: {reason}")
+        decisions = [self.policy.on_failure(watch.name, step.reason, now)
+                     for _ in range(step.failures)]
+        escalate = any(decision.escalate for decision in decisions)
+        restart = decisions[-1].restart
+        log.warning("supervisor %s: %s failed (%s): %s", self.name, watch.name, step.reason,
+                    "escalating" if escalate else f"restarting {list(restart)}")
+        if escalate:
+            self._escalate(f"{watch.name}: {step.reason}")
             return
-        for name in decision.restart:
-            sibling = self.children[name]
-            if name == child.name and not child.alive_but_failing:
+        for name in restart:
+            if name == watch.name and not step.kill:
                 continue  # Ray already brought it back, or is bringing it back
-            sibling.expect_restart = True
-            self._kill(name, restart=True)
+            if self._kill(name, restart=True):
+                self.children[name].killed(now)
+            else:
+                self.children[name].lost()
 
     def _escalate(self, reason: str, *, stop_children: bool = True) -> None:
         self.state = "escalated"
@@ -179,18 +154,17 @@ class Supervisor:
             log.critical("supervisor %s gave up (%s); its children are stopped", self.name, reason)
             return
         try:
-            parent = ray.get_actor(self.parent, namespace=self.namespace)
-            parent.on_child_escalated.remote(self.name, reason)
+            self.probe.tell_escalated(self.parent, self.name, reason)
         except Exception:
             log.exception("supervisor %s: could not reach its parent %s", self.name, self.parent)
 
-    def _kill(self, name: str, *, restart: bool) -> None:
+    def _kill(self, name: str, *, restart: bool) -> bool:
         try:
-            ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=not restart)
-        except ValueError:
-            pass  # no such actor (already gone for good)
+            self.probe.kill(name, restart=restart)
         except Exception:
             log.exception("supervisor %s: could not kill %s", self.name, name)
+            return False
+        return True
 
     # ---------------------------------------------------------------- calls
 
@@ -206,7 +180,7 @@ class Supervisor:
             log.warning("supervisor %s: rebuilding %s after its escalation (%s)",
                         self.name, child, reason)
             try:
-                ray.get_actor(child, namespace=self.namespace).rebuild.remote()
+                self.probe.tell_rebuild(child)
             except Exception:
                 log.exception("supervisor %s: could not ask %s to rebuild", self.name, child)
 
@@ -217,14 +191,13 @@ class Supervisor:
                 raise RuntimeError(f"supervisor {self.name} has no way to rebuild its children")
             self._rebuild()
             self.policy.reset()
-            for child in self.children.values():
-                child.incarnation = None
-                child.down_since = None
-                child.expect_restart = False
+            for watch in self.children.values():
+                watch.reset()
+            self._generation += 1
             self.state = "running"
 
     def ping(self) -> tuple[str, int]:
-        """Answer the parent's health check."""
+        """Answer the parent's health check: (incarnation, failures seen)."""
         return f"{self.name}:{id(self)}", len(self.policy.history)
 
     def status(self) -> dict[str, Any]:
@@ -241,13 +214,13 @@ class Supervisor:
                     "recent_failures": self.policy.recent_failures(now),
                 },
                 "children": {
-                    child.name: {
-                        "up": child.down_since is None and child.incarnation is not None,
-                        "restarts": child.restarts,
-                        "offset": child.offset,
-                        "last_error": child.last_error,
+                    watch.name: {
+                        "up": watch.state is ChildState.UP,
+                        "restarts": watch.restarts,
+                        "offset": watch.offset,
+                        "last_error": watch.last_error,
                     }
-                    for child in self.children.values()
+                    for watch in self.children.values()
                 },
                 "history": [
                     {"ago_s": round(now - failure.at_s, 1), "child": failure.child,
@@ -259,4 +232,5 @@ class Supervisor:
     def stop(self) -> None:
         """Stop the loop (the children keep running)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -307,10 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seconds, args.latency_seconds, args.rates = 4.0, 3.0, [100, 500]
 
     from cluster.config import ClusterConfig, InstrumentRegistry
-    from cluster.edge.wiring import start_cluster, start_ray
+    from cluster.edge.wiring import start_cluster, start_gateways, start_ray
     from cluster.gateway.auth import hash_token
     from cluster.gateway.config import GatewayConfig, TokenEntry
-    from cluster.gateway.wiring import start_gateways
 
     namespace = f"bench-gateway-{uuid.uuid4().hex[:6]}"
     data_dir = tempfile.mkdtemp(prefix="raytrade-bench-gateway-")

@@ -31,7 +31,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec
-import ray
 from tqdm import tqdm
 
 from actors.book_actor import BookActor
@@ -60,7 +59,7 @@ def build_shard(directory: Path, events: int, snapshot_every: int) -> dict[str, 
             batch.append(command)
             if len(batch) == 1000:
                 before = book.engine.next_seq
-                book.submit(encode(batch))
+                book.apply_batch(encode(batch))
                 bar.update(book.engine.next_seq - before)
                 commands += len(batch)
                 batch = []
@@ -94,7 +93,7 @@ def kill_to_serving(data_dir: Path, namespace: str) -> float:
     cluster = start_cluster(config, InstrumentRegistry(tuple(INSTRUMENTS)))
     try:
         client = Client(cluster)
-        pid = ray.get(client.book(0).pid.remote())
+        pid = client.book(0).pid().result()
         probe = NewOrder(account="probe", client_order_id="", symbol="SYM0", side=Side.BUY,
                          price=1, quantity=1)
         os.kill(pid, signal.SIGKILL)

@@ -64,7 +64,7 @@ def in_process(
             for command in flow[index : index + batch]:
                 parts.setdefault(shard_map.shard_of(command.symbol), []).append(command)  # type: ignore[union-attr]
             for shard, part in parts.items():
-                books[shard].submit(encode(part))
+                books[shard].apply_batch(encode(part))
         return len(flow) / (time.perf_counter() - started)
 
 

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import tomllib
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from protocols.errors import ConfigError as ConfigError  # re-exported; defined once there
 from protocols.messages import Instrument, RiskLimitsConfig
 
 DEFAULT_INSTRUMENTS = "defaults/instruments.toml"
-
-
-class ConfigError(ValueError):
-    """A configuration file or value is invalid; the message names the file and field."""
 
 
 class _InstrumentEntry(Instrument, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -134,10 +131,6 @@ class ShardMap(msgspec.Struct, frozen=True):
             return pinned
         return zlib.crc32(symbol.encode()) % self.shard_count
 
-    def symbols_of(self, shard: int, symbols: Iterable[str]) -> list[str]:
-        """Return the symbols among ``symbols`` that ``shard`` owns, sorted."""
-        return sorted(symbol for symbol in symbols if self.shard_of(symbol) == shard)
-
 
 class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How to run a raytrade cluster. Every field has a default fit for a laptop."""
@@ -194,3 +187,20 @@ def load_cluster_config(path: Path | None, overrides: Mapping[str, object]) -> C
         raise ConfigError(f"cluster config: {error}") from error
 
 
+
+
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    """What every process of a running cluster agrees on: settings, instruments, shards and
+    the names of its gateways. The directory actor hands it to drivers and gateways."""
+
+    config: ClusterConfig
+    instruments: tuple[Instrument, ...]
+    pins: dict[str, int]
+    """Symbols pinned to a shard (the rest go by ``crc32(symbol) % shards``)."""
+    gateways: tuple[str, ...] = ()
+    """Names of the gateway actors (``gateway-0``, ...), if any."""
+
+    @property
+    def shard_map(self) -> ShardMap:
+        """Return the cluster's symbol -> shard map."""
+        return ShardMap(self.config.shards, self.pins)

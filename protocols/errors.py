@@ -10,7 +10,8 @@ that did not answer::
     ├── ConfigError                 bad configuration or arguments (the CLI exits 2)
     ├── ClusterError                a driver cannot reach a raytrade cluster
     │   ├── ClusterNotFoundError    Ray answers, but no raytrade runs in that namespace
-    │   └── ClusterUnreachableError nothing answered at the address within the wait
+    │   ├── ClusterUnreachableError nothing answered at the address within the wait
+    │   └── ActorUnavailableError   a raytrade actor (supervisor, reader, gateway) did not answer
     ├── GatewayStartError           a gateway cannot bind its address or read its certificates
     │   └── PortInUseError          the gateway's port is taken by another process
     ├── RequestError                a request was refused; nothing of it was journaled
@@ -86,6 +87,11 @@ class ClusterNotFoundError(ClusterError):
 class ClusterUnreachableError(ClusterError):
     """Nothing answered at the Ray address within the wait (wrong address, firewall, or no Ray
     running there)."""
+
+
+class ActorUnavailableError(ClusterError):
+    """A raytrade actor other than a shard's (a supervisor, the directory, a gateway) did not
+    answer: it died, is restarting, is not running, or took too long."""
 
 
 class GatewayStartError(RaytradeError):
@@ -206,6 +212,9 @@ class MarketDataGapError(RaytradeError):
     """A market-data update's ``previous_seq`` is not the last seq seen for its symbol."""
 
 
+ERROR_KIND_KEY = "raytrade-error"
+"""Trailing metadata key of a refused call: the exact class name (``SymbolHaltedError``)."""
+
 _BY_STATUS: dict[str, type[RaytradeError]] = {
     "INVALID_ARGUMENT": InvalidRequestError,
     "UNAUTHENTICATED": NotAuthenticatedError,
@@ -215,13 +224,34 @@ _BY_STATUS: dict[str, type[RaytradeError]] = {
     "RESOURCE_EXHAUSTED": RateLimitedError,
     "OUT_OF_RANGE": HistoryUnavailableError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
-    "UNAVAILABLE": GatewayUnavailableError,
+    "UNAVAILABLE": UnavailableError,
 }
+"""The root of each status's classes: a refusal names one of them."""
 
 
-def from_status(code: Any, details: str, *, retry_after_s: float | None = None) -> RaytradeError:
-    """Return the exception a client raises for a failed call with gRPC status ``code``."""
-    kind = _BY_STATUS.get(code.name, RequestError)
-    if kind is RateLimitedError:
-        return RateLimitedError(details, retry_after_s, code=code)
-    return kind(details, code=code)
+def _subclasses(root: type[RaytradeError]) -> dict[str, type[RaytradeError]]:
+    found = {root.__name__: root}
+    for child in root.__subclasses__():
+        found.update(_subclasses(child))
+    return found
+
+
+def from_status(
+    code: Any, details: str, *, kind: str = "", retry_after_s: float | None = None
+) -> RaytradeError:
+    """Return the exception a client raises for a failed call with gRPC status ``code``.
+
+    ``kind`` is the class name the gateway sent (`ERROR_KIND_KEY`): when it names a class of
+    this tree with that status, the client raises exactly it (``SymbolHaltedError``, not just
+    ``NotTradableError``); otherwise the status decides. Classes whose constructors take more
+    than the message (a field, a shard) are raised as their nearest plain parent.
+    """
+    root = _BY_STATUS.get(code.name, RequestError)
+    # without a (known) name, the status's root; UNAVAILABLE without one is the gateway itself
+    default = GatewayUnavailableError if root is UnavailableError else root
+    chosen = _subclasses(root).get(kind, default) if kind else default
+    if chosen in (InvalidFieldError, ShardUnavailableError):
+        chosen = root
+    if issubclass(chosen, RateLimitedError):
+        return chosen(details, retry_after_s, code=code)
+    return chosen(details, code=code)

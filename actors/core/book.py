@@ -17,6 +17,10 @@ Data layout, chosen for speed (see benchmarks/bench_matching.py):
 
 Level changes for market data are recorded on first touch in a batch and emitted by
 `flush_level_changes` at the end of the batch (see `protocols.messages.LevelChanged`).
+
+The module is long (~900 lines) on purpose: it is one state machine whose hot path (submit,
+match, cancel, replace, the level bookkeeping) must sit in one module, where the calls between
+its classes stay direct and a compiler (issue 10: Cython in pure-Python mode) can bind them.
 """
 
 from __future__ import annotations

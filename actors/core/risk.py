@@ -1,5 +1,8 @@
 """Pre-trade risk limits of one shard: the checks an order passes before it reaches a book.
 
+(The module is long, ~860 lines, on purpose: the checks and the fold that feeds them share one
+state, and splitting them would put the order path's invariants in two places.)
+
 The limits are a fold over the shard's event log, like the books themselves, so the risk actor
 rebuilds them by replay and tests drive them without Ray. `RiskLimits` implements
 `actors.core.book.PreTradeGate`: a book asks `check` before it accepts an order or a replace,

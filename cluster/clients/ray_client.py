@@ -1,6 +1,7 @@
 """The Python client of a raytrade cluster, for drivers, simulations and tests.
 
-It hides ``.remote()`` and ``ray.get`` behind typed methods. A batch of commands is split by
+It speaks to the shards through the typed handles of `cluster.edge.handles` (the one module
+that calls Ray). A batch of commands is split by
 shard (order kept within each shard), each part is encoded once and sent to its shard's book
 actor, all shards concurrently; the reply is every event the batch caused, shard by shard.
 Account-wide commands (a kill switch, a mass cancel or limits without a symbol) go to every
@@ -17,10 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
 
-from cluster.edge.wiring import Cluster, book_name, positions_name, risk_name
+from actors.core.positions import Position
+from actors.core.risk import AccountExposure
+from cluster.edge.handles import BookHandle, Call, ProjectionHandle, wait_all
+from cluster.edge.wiring import Cluster
+from protocols.errors import ActorUnavailableError, ShardUnavailableError
 from protocols.messages import (
     CancelOrder,
     Command,
@@ -39,44 +42,29 @@ from protocols.messages import (
     decode_events,
     encode,
 )
-
-
-class ShardUnavailableError(RuntimeError):
-    """A shard did not answer because its actor died or is restarting.
-
-    Retryable: resubmit the same commands (same client order ids) and the shard answers each
-    that it already applied with a `DUPLICATE_CLIENT_ORDER_ID` reject naming the original
-    order, instead of applying it twice.
-    """
-
-    def __init__(self, shard: int, cause: BaseException) -> None:
-        super().__init__(f"shard {shard} is unavailable (restarting?): {type(cause).__name__}")
-        self.shard = shard
-        self.cause = cause
+from protocols.rows import OrderRow, ShardStatusRow
 
 
 class PendingSubmit:
     """A batch sent to the shards; `result` waits for and returns its events."""
 
-    def __init__(self, client: Client, parts: list[tuple[int, Any]]) -> None:
-        self._client = client
+    def __init__(self, parts: list[Call[bytes]]) -> None:
         self._parts = parts
 
     def result(self, timeout_s: float | None = None) -> list[Event]:
         """Return the batch's events, shard by shard.
 
-        Raise `ShardUnavailableError` if a shard's actor died or restarted meanwhile (some
-        shards may have applied their part: resubmitting the whole batch is safe), and
-        `GetTimeoutError` if ``timeout_s`` passes first.
+        Raise `ShardUnavailableError` if a shard's actor died or restarted meanwhile, or did
+        not answer within ``timeout_s`` (some shards may have applied their part: resubmitting
+        the whole batch is safe).
         """
         events: list[Event] = []
         failure: ShardUnavailableError | None = None
-        for shard, ref in self._parts:
+        for call in self._parts:
             try:
-                events.extend(decode_events(ray.get(ref, timeout=timeout_s)))
-            except (RayActorError, ActorUnavailableError) as error:
-                self._client.forget(shard)
-                failure = failure or ShardUnavailableError(shard, error)
+                events.extend(decode_events(call.result(timeout_s)))
+            except ShardUnavailableError as error:
+                failure = failure or error
         if failure is not None:
             raise failure
         return events
@@ -89,18 +77,14 @@ class Client:
         self.cluster = cluster
         self.shard_map = cluster.shard_map
         self.symbols = {instrument.symbol for instrument in cluster.topology.instruments}
-        self._books: dict[int, Any] = {}
+        self._books = [cluster.book(shard) for shard in range(cluster.shards)]
+        self._risks = [cluster.projection(shard, "risk") for shard in range(cluster.shards)]
+        self._positions = [cluster.projection(shard, "positions")
+                           for shard in range(cluster.shards)]
 
-    def book(self, shard: int) -> Any:
-        """Return the shard's book actor handle (looked up once, again after a failure)."""
-        handle = self._books.get(shard)
-        if handle is None:
-            handle = self._books[shard] = self.cluster.handle(book_name(shard))
-        return handle
-
-    def forget(self, shard: int) -> None:
-        """Drop a cached handle, so the next call looks the (maybe rebuilt) actor up again."""
-        self._books.pop(shard, None)
+    def book(self, shard: int) -> BookHandle:
+        """Return the shard's book actor handle (it looks the actor up again after a failure)."""
+        return self._books[shard]
 
     # ---------------------------------------------------------------- commands
 
@@ -126,14 +110,8 @@ class Client:
             else:
                 for shard in range(self.cluster.shards):
                     parts.setdefault(shard, []).append(command)
-        sent = []
-        for shard, part in sorted(parts.items()):
-            try:
-                sent.append((shard, self.book(shard).submit.remote(encode(part))))
-            except ValueError as error:  # the named actor is gone (being rebuilt)
-                self.forget(shard)
-                raise ShardUnavailableError(shard, error) from error
-        return PendingSubmit(self, sent)
+        return PendingSubmit([self.book(shard).apply_batch(encode(part))
+                              for shard, part in sorted(parts.items())])
 
     def buy(
         self, account: str, symbol: str, quantity: int, price: int = 0, **options: Any
@@ -183,54 +161,51 @@ class Client:
 
     # ---------------------------------------------------------------- queries
 
-    def _book(self, symbol: str) -> Any:
+    def _book(self, symbol: str) -> BookHandle:
         return self.book(self.shard_map.shard_of(symbol))
 
     def l1(self, symbol: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         """Return the best bid and ask of a symbol as ``(price, quantity)`` or None."""
-        bid, ask = ray.get(self._book(symbol).l1.remote(symbol))
+        bid, ask = self._book(symbol).l1(symbol).result()
         return (tuple(bid) if bid else None, tuple(ask) if ask else None)
 
     def l2(
         self, symbol: str, depth: int = 10
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         """Return up to ``depth`` levels per side as ``(price, quantity, order_count)``."""
-        bids, asks = ray.get(self._book(symbol).l2.remote(symbol, depth))
-        return [tuple(level) for level in bids], [tuple(level) for level in asks]
+        return self._book(symbol).l2(symbol, depth).result()
 
-    def order(self, order_id: int) -> dict[str, object] | None:
+    def order(self, order_id: int) -> OrderRow | None:
         """Return a live order by id (its shard is in its high bits), or None if not open."""
         shard = order_id >> 40
         if not 0 <= shard < self.cluster.shards:
             return None
-        result: dict[str, object] | None = ray.get(self.book(shard).order.remote(order_id))
+        result: OrderRow | None = self.book(shard).order(order_id).result()
         return result
 
-    def open_orders(self, account: str, symbol: str = "") -> list[dict[str, object]]:
+    def open_orders(self, account: str, symbol: str = "") -> list[OrderRow]:
         """Return an account's live orders, oldest first per shard."""
-        books = [self._book(symbol)] if symbol else self.cluster.books
-        found: list[dict[str, object]] = []
-        for orders in ray.get([book.open_orders.remote(account, symbol) for book in books]):
+        books = [self._book(symbol)] if symbol else self._books
+        found: list[OrderRow] = []
+        for orders in wait_all([book.open_orders(account, symbol) for book in books]):
             found.extend(orders)
         return found
 
-    def positions(self, account: str) -> list[dict[str, object]]:
+    def positions(self, account: str) -> list[Position]:
         """Return an account's positions and PnL in every symbol it traded."""
-        return self._gather(self.cluster.positions, "positions", account)
+        return self._gather([model.positions(account) for model in self._positions])
 
-    def all_positions(self) -> list[dict[str, object]]:
+    def all_positions(self) -> list[Position]:
         """Return every account's positions."""
-        return self._gather(self.cluster.positions, "all_positions")
+        return self._gather([model.all_positions() for model in self._positions])
 
-    def exposure(self, account: str) -> list[dict[str, object]]:
+    def exposure(self, account: str) -> list[AccountExposure]:
         """Return an account's risk exposure per shard."""
-        return [
-            ray.get(risk.exposure.remote(account)) for risk in self.cluster.risks
-        ]
+        return wait_all([risk.exposure(account) for risk in self._risks])
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self) -> list[ShardStatusRow]:
         """Return each shard's book actor status."""
-        return list(ray.get([self.book(k).status.remote() for k in range(self.cluster.shards)]))
+        return wait_all([book.status() for book in self._books])
 
     def wait_for_readers(self, timeout_s: float = 30.0) -> None:
         """Block until every risk and position actor has folded every event published so far.
@@ -241,35 +216,35 @@ class Client:
         deadline = time.monotonic() + timeout_s
         for shard in range(self.cluster.shards):
             target = self._retry_until(deadline, self._book_offset, shard)
-            for name in (risk_name(shard), positions_name(shard)):
-                while (offset := self._retry_until(deadline, self._reader_offset, name)) < target:
+            for reader in (self._risks[shard], self._positions[shard]):
+                while (offset := self._retry_until(deadline, self._reader_offset, reader)) < target:
                     if time.monotonic() > deadline:
                         raise TimeoutError(
-                            f"{name} is at event {offset - 1}, not {target - 1}, "
+                            f"{reader.name} is at event {offset - 1}, not {target - 1}, "
                             f"after {timeout_s} s"
                         )
                     time.sleep(0.01)
 
     def _book_offset(self, shard: int) -> int:
-        offset: int = ray.get(self.book(shard).ping.remote())[1]
-        return offset
+        return self.book(shard).ping().result()[1]
 
-    def _reader_offset(self, name: str) -> int:
-        offset: int = ray.get(self.cluster.handle(name).position.remote())
-        return offset
+    @staticmethod
+    def _reader_offset(reader: ProjectionHandle) -> int:
+        return reader.offset().result()
 
     def _retry_until(self, deadline: float, call: Callable[[Any], int], argument: Any) -> int:
         while True:
             try:
                 return call(argument)
-            except (RayActorError, ActorUnavailableError, ValueError) as error:
+            except (ShardUnavailableError, ActorUnavailableError) as error:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"still unavailable: {error}") from error
                 time.sleep(0.1)
 
-    def _gather(self, handles: Sequence[Any], method: str, *args: Any) -> list[dict[str, object]]:
-        found: list[dict[str, object]] = []
-        for rows in ray.get([getattr(handle, method).remote(*args) for handle in handles]):
+    @staticmethod
+    def _gather(calls: Sequence[Call[list[Any]]]) -> list[Any]:
+        found: list[Any] = []
+        for rows in wait_all(calls):
             found.extend(rows)
         return found
 

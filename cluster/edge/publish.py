@@ -22,26 +22,34 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-import ray
+from cluster.edge.handles import Call, wait_any
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[int, int, bytes]
 
 
+class Reader(Protocol):
+    """Where a reader's batches go: `cluster.edge.handles.ProjectionHandle` or `GatewayFeed`."""
+
+    def push(self, batches: Sequence[Batch]) -> Call[int]:
+        """Send batches to the reader; return the call in flight."""
+        ...
+
+
 class _Reader:
-    def __init__(self, name: str, handle: Any, linger_s: float) -> None:
+    def __init__(self, name: str, reader: Reader, linger_s: float) -> None:
         self.name = name
-        self.handle = handle
+        self.reader = reader
         self.linger_s = linger_s
         self.since = 0.0
         """When the oldest pending batch was queued (monotonic seconds)."""
         self.pending: deque[Batch] = deque()
         self.pending_bytes = 0
-        self.in_flight: list[ray.ObjectRef] = []  # type: ignore[type-arg]
+        self.in_flight: list[Call[int]] = []
         self.dropped = 0
 
 
@@ -50,7 +58,7 @@ class ReaderFanout:
 
     def __init__(
         self,
-        readers: Mapping[str, Any],
+        readers: Mapping[str, Reader],
         *,
         max_in_flight: int = 2,
         max_pending_bytes: int = 64 << 20,
@@ -82,7 +90,7 @@ class ReaderFanout:
                                     "catch up from the journal", reader.name, reader.dropped)
             self._wake.notify()
 
-    def add_reader(self, name: str, handle: Any, linger_s: float = 0.005) -> None:
+    def add_reader(self, name: str, reader: Reader, linger_s: float = 0.005) -> None:
         """Start publishing to another reader (from the next batch on).
 
         Gateways stream executions and market data to people, so they linger less than the
@@ -90,12 +98,7 @@ class ReaderFanout:
         """
         with self._wake:
             self._readers = [reader for reader in self._readers if reader.name != name]
-            self._readers.append(_Reader(name, handle, linger_s))
-
-    def remove_reader(self, name: str) -> None:
-        """Stop publishing to a reader."""
-        with self._wake:
-            self._readers = [reader for reader in self._readers if reader.name != name]
+            self._readers.append(_Reader(name, reader, linger_s))
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Return per reader: batches pending, calls in flight, batches dropped."""
@@ -137,29 +140,31 @@ class ReaderFanout:
 
     def _send(self, reader: _Reader) -> None:
         if reader.in_flight:
-            done, reader.in_flight = ray.wait(
-                reader.in_flight, num_returns=len(reader.in_flight), timeout=0
-            )
-            for ref in done:
+            still: list[Call[int]] = []
+            for call in reader.in_flight:
+                if not call.done():
+                    still.append(call)
+                    continue
                 try:
-                    ray.get(ref)
-                except Exception as error:
+                    call.result()
+                except Exception as error:  # the reader catches up from the journal
                     log.warning("reader %s failed a batch: %s", reader.name, error)
+            reader.in_flight = still
         if len(reader.in_flight) >= self._max_in_flight:
-            ray.wait(reader.in_flight, num_returns=1, timeout=0.05)
+            wait_any(reader.in_flight, 0.05)
             return
         with self._wake:
             batches = list(reader.pending)
             reader.pending.clear()
             reader.pending_bytes = 0
         if batches:
-            reader.in_flight.append(reader.handle.on_events.remote(batches))
+            reader.in_flight.append(reader.reader.push(batches))
 
 
 class FanoutFactory:
     """Build a `ReaderFanout` inside the book actor's process (threads do not pickle)."""
 
-    def __init__(self, readers: Mapping[str, Any]) -> None:
+    def __init__(self, readers: Mapping[str, Reader]) -> None:
         self.readers = dict(readers)
 
     def __call__(self) -> ReaderFanout:

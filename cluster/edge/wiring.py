@@ -1,97 +1,87 @@
-"""Where the system is wired together: Ray start-up, the actors, supervision and lookup.
+"""Where the system is wired together: which actors run, with which settings, under whom.
 
-Every ``ray.remote(...).options(...)`` of raytrade is in this module. Per shard ``k`` it starts,
-as named, detached actors in the cluster's namespace (so any driver or gateway finds them):
+The supervision tree of a cluster, every actor named and detached in the cluster's namespace
+(names in `cluster.edge.handles`)::
 
-* ``book-k`` — the shard's sequencer (`actors.book_actor.BookActor`);
-* ``risk-k`` and ``positions-k`` — readers of the shard's log (`actors.projections`), fed by
-  the book actor through a `cluster.edge.publish.ReaderFanout`, recovering from the journal;
-* ``supervisor-shard-k`` — their supervisor (`actors.supervisor.Supervisor`);
+    supervisor                       root, one-for-one over the subtrees
+    ├── supervisor-shard-k           per shard: book-k, risk-k, positions-k (shard_strategy)
+    └── supervisor-gateways          gateway-0, gateway-1, ... (when gateways are configured)
+    directory                        hands the `Topology` to drivers and gateways
 
-plus the root ``supervisor`` and a ``directory`` that hands out the topology.
+Per shard ``k``: ``book-k`` is the shard's sequencer (`actors.book_actor.BookActor`);
+``risk-k`` and ``positions-k`` read the shard's log (`actors.projections`), fed by the book
+actor through a `cluster.edge.publish.ReaderFanout` and recovering from the journal. Gateways
+(`actors.gateway_actor.GatewayActor`) serve gRPC and follow every shard.
 
-Shard actors run with ``max_restarts=-1`` (Ray brings a dead process back; its constructor
-recovers from snapshot + journal) and ``max_task_retries=0`` (a retried task could apply a
-batch twice or out of order: retrying is the client's job, made safe by client order ids).
-The supervisors own the policy above that: which siblings restart, how often, when to give up.
+Every actor is started by `cluster.edge.handles.spawn`: Ray restarts a dead process
+(``max_restarts=-1``, the constructor recovers), never retries a call (``max_task_retries=0``);
+the supervisors own the policy above that. Nothing here calls Ray directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import ray
 
 from actors.book_actor import BookActor
 from actors.core.supervision import RestartIntensity, Strategy
 from actors.directory import Directory
+from actors.gateway_actor import GatewayActor
 from actors.projections import PositionActor, RiskActor
 from actors.supervisor import Supervisor
-from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, shard_instruments
+from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, Topology, shard_instruments
+from cluster.edge import handles
+from cluster.edge.handles import (
+    DIRECTORY,
+    GATEWAY_SUPERVISOR,
+    ROOT_SUPERVISOR,
+    BookHandle,
+    DirectoryHandle,
+    GatewayFeeds,
+    GatewayHandle,
+    ProjectionHandle,
+    RayProbe,
+    SupervisorHandle,
+    book_name,
+    gateway_name,
+    positions_name,
+    risk_name,
+    shard_supervisor_name,
+)
 from cluster.edge.publish import FanoutFactory
+from cluster.gateway.config import GatewayConfig
+from cluster.gateway.server import GatewayServerFactory
 from cluster.storage.journal import FsyncPolicy
 from cluster.storage.shard import ProjectionStorageFactory, ShardStorageFactory, shard_directory
 from protocols.messages import Instrument
 
 log = logging.getLogger(__name__)
 
-DIRECTORY = "directory"
-ROOT_SUPERVISOR = "supervisor"
-GATEWAY_SUPERVISOR = "supervisor-gateways"
+__all__ = [
+    "Cluster",
+    "GatewayGroup",
+    "ShardStarter",
+    "book_name",
+    "connect",
+    "positions_name",
+    "risk_name",
+    "start_cluster",
+    "start_gateways",
+    "start_ray",
+]
+
+READY_TIMEOUT_S = 120.0
+"""How long start-up waits for every actor to answer (a shard replays its journal first)."""
 
 
-class Topology(msgspec.Struct, frozen=True, kw_only=True):
-    """What a driver needs to talk to a running cluster."""
-
-    config: ClusterConfig
-    instruments: tuple[Instrument, ...]
-    pins: dict[str, int]
-    gateways: tuple[str, ...] = ()
-    """Names of the gateway actors (``gateway-0``, ...), if any."""
-
-    @property
-    def shard_map(self) -> ShardMap:
-        return ShardMap(self.config.shards, self.pins)
-
-
-def book_name(shard: int) -> str:
-    return f"book-{shard}"
-
-
-def risk_name(shard: int) -> str:
-    return f"risk-{shard}"
-
-
-def positions_name(shard: int) -> str:
-    return f"positions-{shard}"
-
-
-def shard_supervisor_name(shard: int) -> str:
-    return f"supervisor-shard-{shard}"
-
-
-def start_ray(*, num_cpus: int = 2, namespace: str = "raytrade", quiet: bool = True) -> None:
-    """Start a private local Ray (no dashboard) for this process, unless one is running here.
-
-    Ray's temporary files go to the system temp folder (or ``RAY_TMPDIR``), never the repo.
-    """
-    if ray.is_initialized():
-        return
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        namespace=namespace,
-        log_to_driver=not quiet,
-        logging_level=logging.WARNING if quiet else logging.INFO,
-        _temp_dir=os.environ.get("RAY_TMPDIR"),
-    )
+def start_ray(*, num_cpus: int = 2, namespace: str = handles.NAMESPACE,
+              quiet: bool = True) -> str:
+    """Start a private local Ray for this process (see `handles.start_local_ray`)."""
+    return handles.start_local_ray(num_cpus=num_cpus, namespace=namespace, verbose=not quiet)
 
 
 class ShardStarter:
@@ -107,54 +97,138 @@ class ShardStarter:
 
     def __call__(self) -> None:
         for name in (book_name(self.shard), risk_name(self.shard), positions_name(self.shard)):
-            with contextlib.suppress(ValueError):  # not running
-                ray.kill(ray.get_actor(name, namespace=self.config.namespace), no_restart=True)
+            handles.kill(name, self.config.namespace)
         self.start()
 
-    def start(self) -> tuple[Any, Any, Any]:
-        """Create the shard's actors; return (book, risk, positions) handles."""
-        config, shard = self.config, self.shard
+    def start(self) -> list[handles.Call[tuple[str, int]]]:
+        """Create the shard's actors; return their first pings (in flight)."""
+        config, shard, namespace = self.config, self.shard, self.config.namespace
         directory = shard_directory(Path(config.data_dir).resolve(), shard)
-        common: dict[str, Any] = {
-            "namespace": config.namespace,
-            "lifetime": "detached",
-            "max_restarts": -1,
-            "max_task_retries": 0,
-        }
         projection_log = ProjectionStorageFactory(
             directory, shard, self.instruments, config.client_order_id_window
         )
-        positions = (
-            ray.remote(PositionActor)
-            .options(name=positions_name(shard), num_cpus=config.projection_num_cpus, **common)
-            .remote(shard, self.instruments, log_factory=projection_log,
-                    snapshot_every_events=config.snapshot_every_events)
+        for actor_class, name in ((PositionActor, positions_name(shard)),
+                                  (RiskActor, risk_name(shard))):
+            handles.spawn(actor_class, name, namespace, shard, self.instruments,
+                          num_cpus=config.projection_num_cpus, log_factory=projection_log,
+                          snapshot_every_events=config.snapshot_every_events)
+        readers = {kind: ProjectionHandle(shard, kind, namespace) for kind in ("risk", "positions")}
+        handles.spawn(
+            BookActor, book_name(shard), namespace, shard, self.instruments,
+            num_cpus=config.book_num_cpus,
+            default_limits=config.default_limits,
+            sink_factory=FanoutFactory(readers),
+            log_factory=ShardStorageFactory(directory,
+                                            FsyncPolicy(mode=config.fsync,
+                                                        interval_ms=config.fsync_interval_ms)),
+            snapshot_every_events=config.snapshot_every_events,
+            client_order_id_window=config.client_order_id_window,
         )
-        risk = (
-            ray.remote(RiskActor)
-            .options(name=risk_name(shard), num_cpus=config.projection_num_cpus, **common)
-            .remote(shard, self.instruments, log_factory=projection_log,
-                    snapshot_every_events=config.snapshot_every_events)
-        )
-        fsync = FsyncPolicy(mode=config.fsync, interval_ms=config.fsync_interval_ms)
-        book = (
-            ray.remote(BookActor)
-            .options(name=book_name(shard), num_cpus=config.book_num_cpus, **common)
-            .remote(
-                shard,
-                self.instruments,
-                default_limits=config.default_limits,
-                sink_factory=FanoutFactory({"risk": risk, "positions": positions}),
-                log_factory=ShardStorageFactory(directory, fsync),
-                snapshot_every_events=config.snapshot_every_events,
-                client_order_id_window=config.client_order_id_window,
-            )
-        )
-        return book, risk, positions
+        return [BookHandle(shard, namespace).ping(),
+                *(reader.ping() for reader in readers.values())]
+
+
+class GatewayStarter:
+    """Start (or start again) a set of gateway actors. Picklable: the supervisor's rebuild."""
+
+    def __init__(self, namespace: str, factories: dict[str, GatewayServerFactory]) -> None:
+        self.namespace = namespace
+        self.factories = dict(factories)
+
+    def __call__(self) -> None:
+        for name in self.factories:
+            handles.kill(name, self.namespace)
+        self.start()
+
+    def start(self) -> list[handles.Call[int]]:
+        """Create the gateway actors; return their readiness (ports, in flight)."""
+        for name, factory in self.factories.items():
+            handles.spawn(GatewayActor, name, self.namespace, name, factory,
+                          GatewayFeeds(name, self.namespace))
+        return [GatewayHandle(name, self.namespace).ready() for name in self.factories]
+
+
+def _supervisor(name: str, children: Sequence[str], namespace: str, *, strategy: Strategy,
+                intensity: RestartIntensity, parent: str | None, rebuild: Any = None) -> None:
+    handles.spawn(Supervisor, name, namespace, name, list(children), probe=RayProbe(namespace),
+                  strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild)
+
+
+class GatewayGroup:
+    """The running gateways of a cluster and their supervisor."""
+
+    def __init__(self, namespace: str, names: list[str], ports: list[int]) -> None:
+        self.namespace = namespace
+        self.names = names
+        self.ports = ports
+
+    def gateway(self, name: str) -> GatewayHandle:
+        """Return a gateway's typed handle."""
+        return GatewayHandle(name, self.namespace)
+
+    def handle(self, name: str) -> Any:
+        """Return Ray's own handle of a gateway or its supervisor (tests kill it for real)."""
+        return handles.raw_handle(name, self.namespace)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Return every gateway's status row."""
+        return handles.wait_all([self.gateway(name).status() for name in self.names], 30.0)
+
+    def supervision(self) -> dict[str, Any]:
+        """Return the gateway supervisor's status."""
+        status: dict[str, Any] = SupervisorHandle(GATEWAY_SUPERVISOR, self.namespace).status(
+        ).result(30.0)
+        return status
+
+    def stop(self) -> None:
+        """Stop the supervisor first (so nothing restarts), then every gateway."""
+        _stop_all([GATEWAY_SUPERVISOR, *self.names], self.namespace)
+
+
+def start_gateways(
+    cluster: Cluster,
+    configs: Sequence[GatewayConfig],
+    *,
+    parent: str | None = None,
+    intensity: RestartIntensity | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> GatewayGroup:
+    """Start gateways over a running cluster, and their supervisor; wait until they serve.
+
+    ``parent`` names the supervisor to escalate to (the root, once it lists
+    ``supervisor-gateways`` among its children); None makes the gateway supervisor give up on
+    its own past its restart intensity. A gateway that cannot bind raises `PortInUseError` or
+    `GatewayStartError`.
+    """
+    topology = cluster.topology
+    config = topology.config
+    namespace = cluster.namespace
+    names = [gateway_name(index) for index in range(len(configs))]
+    supervisors = [ROOT_SUPERVISOR, *(shard_supervisor_name(k) for k in range(config.shards)),
+                   GATEWAY_SUPERVISOR]
+    factories = {
+        name: GatewayServerFactory(gateway, config, topology.instruments, topology.pins,
+                                   supervisors)
+        for name, gateway in zip(names, configs, strict=True)
+    }
+    starter = GatewayStarter(namespace, factories)
+    try:
+        ports = handles.wait_all(starter.start(), ready_timeout_s)
+    except BaseException:
+        _stop_all(names, namespace)
+        raise
+    _supervisor(GATEWAY_SUPERVISOR, names, namespace, strategy=Strategy.ONE_FOR_ONE,
+                intensity=intensity or RestartIntensity(max_restarts=config.restart_max,
+                                                        within_s=config.restart_within_s),
+                parent=parent, rebuild=starter)
+    SupervisorHandle(GATEWAY_SUPERVISOR, namespace).ping().result(ready_timeout_s)
+    for name, port, gateway in zip(names, ports, configs, strict=True):
+        log.info("gateway %s serving on %s:%d", name, gateway.host, port)
+    return GatewayGroup(namespace, names, ports)
 
 
 class Cluster:
-    """Handles to a running raytrade cluster's actors, by shard."""
+    """A running raytrade cluster: its topology and typed handles to its actors."""
 
     def __init__(self, topology: Topology, namespace: str) -> None:
         self.topology = topology
@@ -165,21 +239,26 @@ class Cluster:
     def shards(self) -> int:
         return self.topology.config.shards
 
+    def book(self, shard: int, *, timeout_s: float | None = None) -> BookHandle:
+        """Return a shard's book actor handle."""
+        return BookHandle(shard, self.namespace, timeout_s=timeout_s)
+
+    def projection(self, shard: int, kind: str) -> ProjectionHandle:
+        """Return a shard's read model handle (``"risk"`` or ``"positions"``)."""
+        return ProjectionHandle(shard, kind, self.namespace)
+
+    def supervisor(self, name: str) -> SupervisorHandle:
+        """Return a supervisor's handle."""
+        return SupervisorHandle(name, self.namespace)
+
     def handle(self, name: str) -> Any:
-        """Look up a named actor of this cluster (fresh each time: a rebuilt shard is new)."""
-        return ray.get_actor(name, namespace=self.namespace)
+        """Return Ray's own handle of a named actor (tests and benchmarks kill it for real)."""
+        return handles.raw_handle(name, self.namespace)
 
     @property
     def books(self) -> list[Any]:
+        """Ray's own handles of the book actors (tests and benchmarks)."""
         return [self.handle(book_name(shard)) for shard in range(self.shards)]
-
-    @property
-    def risks(self) -> list[Any]:
-        return [self.handle(risk_name(shard)) for shard in range(self.shards)]
-
-    @property
-    def positions(self) -> list[Any]:
-        return [self.handle(positions_name(shard)) for shard in range(self.shards)]
 
     def supervisor_names(self) -> list[str]:
         """Return the root first, then the shard supervisors, then the gateways' (if any)."""
@@ -190,8 +269,8 @@ class Cluster:
 
     def supervision(self) -> list[dict[str, Any]]:
         """Return the status of every supervisor."""
-        names = self.supervisor_names()
-        return list(ray.get([self.handle(name).status.remote() for name in names]))
+        return handles.wait_all([self.supervisor(name).status() for name in
+                                 self.supervisor_names()], 30.0)
 
     def stop(self) -> None:
         """Stop supervision first (so nothing restarts), then every actor of the cluster."""
@@ -199,87 +278,78 @@ class Cluster:
         for shard in range(self.shards):
             names += [book_name(shard), risk_name(shard), positions_name(shard)]
         names.append(DIRECTORY)
-        for name in names:
-            try:
-                ray.kill(self.handle(name), no_restart=True)
-            except ValueError:
-                pass
-            except Exception as error:
-                log.warning("stopping %s: %s", name, error)
+        _stop_all(names, self.namespace)
+
+
+def _stop_all(names: Sequence[str], namespace: str) -> None:
+    for name in names:
+        try:
+            handles.kill(name, namespace)
+        except Exception as error:  # stopping is best effort: stop the others
+            log.warning("stopping %s: %s", name, error)
 
 
 def start_cluster(
-    config: ClusterConfig, registry: InstrumentRegistry, gateway_configs: Sequence[Any] = ()
+    config: ClusterConfig,
+    registry: InstrumentRegistry,
+    gateway_configs: Sequence[GatewayConfig] = (),
+    *,
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Cluster:
-    """Start the shards, gateways (one per `GatewayConfig`), their supervisors under the root,
-    and the directory; wait until every shard and gateway answers."""
+    """Start the shards, the gateways (one per `GatewayConfig`), their supervisors under the root,
+    and the directory; wait until every shard and gateway answers.
+
+    If anything fails to start (or start-up is interrupted), what was started is stopped again
+    before the exception propagates.
+    """
     shard_map = ShardMap(config.shards, dict(registry.pins))
     topology = Topology(
         config=config,
         instruments=registry.instruments,
         pins=dict(registry.pins),
-        gateways=tuple(f"gateway-{index}" for index in range(len(gateway_configs))),
+        gateways=tuple(gateway_name(index) for index in range(len(gateway_configs))),
     )
     namespace = config.namespace
-    grouped = shard_instruments(registry, shard_map)
-    handles: list[Any] = []
-    starters = []
-    for shard in range(config.shards):
-        starter = ShardStarter(config, shard, grouped[shard])
-        starters.append(starter)
-        handles.extend(starter.start())
-    ray.get([handle.ping.remote() for handle in handles])
-    control: dict[str, Any] = {
-        "namespace": namespace, "lifetime": "detached", "max_restarts": -1, "num_cpus": 0,
-    }
-    ray.remote(Directory).options(name=DIRECTORY, **control).remote(
-        msgspec.msgpack.encode(topology)
-    )
-    intensity = RestartIntensity(max_restarts=config.restart_max, within_s=config.restart_within_s)
-    root_children = [shard_supervisor_name(shard) for shard in range(config.shards)]
-    if gateway_configs:
-        # started before the root, so the root never pings a child that does not exist yet
-        from cluster.gateway.wiring import start_gateways  # it imports this module
-
-        start_gateways(Cluster(topology, namespace), gateway_configs, parent=ROOT_SUPERVISOR,
-                       intensity=intensity)
-        root_children.append(GATEWAY_SUPERVISOR)
-    ray.remote(Supervisor).options(name=ROOT_SUPERVISOR, **control).remote(
-        ROOT_SUPERVISOR,
-        root_children,
-        namespace=namespace,
-        strategy=Strategy.ONE_FOR_ONE,
-        intensity=intensity,
-    )
-    supervisors: list[Any] = [
-        ray.remote(Supervisor)
-        .options(name=shard_supervisor_name(shard), **control)
-        .remote(
-            shard_supervisor_name(shard),
-            [book_name(shard), risk_name(shard), positions_name(shard)],
-            namespace=namespace,
-            strategy=Strategy(config.shard_strategy),
-            intensity=intensity,
-            parent=ROOT_SUPERVISOR,
-            rebuild=starters[shard],
-        )
-        for shard in range(config.shards)
-    ]
-    ray.get([supervisor.ping.remote() for supervisor in supervisors])
+    cluster = Cluster(topology, namespace)
+    try:
+        grouped = shard_instruments(registry, shard_map)
+        starters = [ShardStarter(config, shard, grouped[shard]) for shard in range(config.shards)]
+        handles.wait_all([ping for starter in starters for ping in starter.start()],
+                         ready_timeout_s)
+        handles.spawn(Directory, DIRECTORY, namespace, msgspec.msgpack.encode(topology))
+        intensity = RestartIntensity(max_restarts=config.restart_max,
+                                     within_s=config.restart_within_s)
+        root_children = [shard_supervisor_name(shard) for shard in range(config.shards)]
+        if gateway_configs:
+            # started before the root, so the root never pings a child that does not exist yet
+            start_gateways(cluster, gateway_configs, parent=ROOT_SUPERVISOR,
+                           intensity=intensity, ready_timeout_s=ready_timeout_s)
+            root_children.append(GATEWAY_SUPERVISOR)
+        _supervisor(ROOT_SUPERVISOR, root_children, namespace, strategy=Strategy.ONE_FOR_ONE,
+                    intensity=intensity, parent=None)
+        for shard in range(config.shards):
+            _supervisor(shard_supervisor_name(shard),
+                        [book_name(shard), risk_name(shard), positions_name(shard)], namespace,
+                        strategy=Strategy(config.shard_strategy), intensity=intensity,
+                        parent=ROOT_SUPERVISOR, rebuild=starters[shard])
+        handles.wait_all([cluster.supervisor(name).ping() for name in cluster.supervisor_names()],
+                         ready_timeout_s)
+    except BaseException:
+        cluster.stop()
+        raise
     log.info("raytrade cluster up: %d shards, %d instruments, namespace %r, data in %s",
              config.shards, len(registry.instruments), namespace,
              Path(config.data_dir).resolve())
-    return Cluster(topology, namespace)
+    return cluster
 
 
-def connect(namespace: str = "raytrade", address: str = "auto") -> Cluster:
-    """Find a running cluster by name (from another driver, a gateway or an actor)."""
-    if not ray.is_initialized():
-        # With an explicit address and Ray's token authentication (on by default in 2.60),
-        # RAY_AUTH_MODE=token must be in the environment before ray is imported, or the
-        # connection retries for 20 s and fails; `raytrade status --address` sets it.
-        ray.init(address=address, namespace=namespace, log_to_driver=False)
-    directory: Any = ray.get_actor(DIRECTORY, namespace=namespace)
-    payload: bytes = ray.get(directory.topology.remote())
-    topology = msgspec.msgpack.decode(payload, type=Topology)
-    return Cluster(topology, namespace)
+def connect(namespace: str = handles.NAMESPACE, address: str = "auto", *,
+            timeout_s: float = 10.0) -> Cluster:
+    """Find a running cluster (from another driver, a gateway or an actor).
+
+    Raise `ClusterUnreachableError` if no Ray answers at ``address`` within ``timeout_s``, and
+    `ClusterNotFoundError` if Ray answers but no raytrade runs in ``namespace``.
+    """
+    handles.join_ray(address, namespace, timeout_s=timeout_s)
+    payload = DirectoryHandle(namespace, timeout_s=timeout_s).topology()
+    return Cluster(msgspec.msgpack.decode(payload, type=Topology), namespace)

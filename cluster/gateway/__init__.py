@@ -11,9 +11,8 @@ The modules, from the wire inwards:
     batching    coalescing of concurrent requests into one batch per shard
     streams     per-shard feeds (ring, market data) and the execution/market-data followers
     history     the shard journals, for start-up and for resumes older than the ring
-    shards      every Ray call the gateway makes
-    wiring      start_gateways(cluster, configs): the actors and their supervisor
+    shards      the gateway's async view of one shard (through cluster.edge.handles)
 
-Start gateways over a running cluster with `cluster.gateway.wiring.start_gateways`, or run a
+Start gateways over a running cluster with `cluster.edge.wiring.start_gateways`, or run a
 local cluster with a gateway with ``raytrade up --gateway gateway.toml``.
 """

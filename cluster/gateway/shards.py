@@ -1,30 +1,27 @@
-"""Every Ray call the gateway makes, in one thin wrapper per shard.
+"""The gateway's view of one shard: async calls to its book, risk and position actors.
 
 The rest of the gateway (batching, streams, the gRPC services) sees plain async methods and
-two outcomes: an answer, or `ShardUnavailableError`. Keeping Ray here means everything else
-is tested without a cluster, and the one place that knows how a Ray failure looks decides
-what is retryable.
-
-A cached actor handle is dropped after any failure and looked up again by name on the next
-call, so a shard that its supervisor rebuilt (a new actor under the old name) is found again.
+two outcomes: an answer, or `ShardUnavailableError` (retryable). The calls go through the
+typed handles of `cluster.edge.handles`, the one module that calls Ray, which also decides
+what a Ray failure means; a handle looks its actor up again after any failure, so a shard
+that its supervisor rebuilt (a new actor under the old name) is found again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import ray
-from ray.exceptions import RayError
-
-from cluster.edge.wiring import book_name, positions_name, risk_name
-from cluster.gateway.batching import ShardUnavailableError
+from actors.core.positions import Position
+from cluster.edge.handles import BookHandle, GatewayFeed, ProjectionHandle, SupervisorHandle
+from protocols.errors import RaytradeError
+from protocols.rows import OrderRow, ShardStatusRow
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+HEALTH_TIMEOUT_S = 5.0
 
 
 class ShardLink:
@@ -32,103 +29,47 @@ class ShardLink:
 
     def __init__(self, shard: int, namespace: str, *, timeout_s: float = 10.0) -> None:
         self.shard = shard
-        self.namespace = namespace
-        self.timeout_s = timeout_s
-        self._handles: dict[str, Any] = {}
-
-    async def _handle(self, name: str) -> Any:
-        handle = self._handles.get(name)
-        if handle is None:
-            try:
-                handle = await asyncio.to_thread(ray.get_actor, name, namespace=self.namespace)
-            except ValueError as error:  # no such actor: being rebuilt
-                raise ShardUnavailableError(self.shard, f"{name} is not running") from error
-            self._handles[name] = handle
-        return handle
-
-    async def _call(
-        self, name: str, method: str, *args: Any, timeout_s: float | None = None
-    ) -> Any:
-        handle = await self._handle(name)
-        try:
-            reference = getattr(handle, method).remote(*args)
-            # a concurrent future costs less CPU than awaiting the reference (measured)
-            return await asyncio.wait_for(asyncio.wrap_future(reference.future()),
-                                          timeout_s or self.timeout_s)
-        except TimeoutError as error:
-            self._handles.pop(name, None)
-            raise ShardUnavailableError(
-                self.shard, f"{name}.{method} took longer than {timeout_s or self.timeout_s} s"
-            ) from error
-        except RayError as error:
-            self._handles.pop(name, None)
-            raise ShardUnavailableError(
-                self.shard, f"{name}.{method} failed: {_summary(error)}"
-            ) from error
+        self.book = BookHandle(shard, namespace, timeout_s=timeout_s)
+        self.positions_model = ProjectionHandle(shard, "positions", namespace,
+                                                timeout_s=timeout_s)
 
     # ---------------------------------------------------------------- book actor
 
-    async def submit(self, payload: bytes) -> bytes:
-        """Apply an encoded command batch; return ``submit_with_ends``' reply."""
-        reply: bytes = await self._call(book_name(self.shard), "submit_with_ends", payload)
-        return reply
+    async def apply_batch(self, payload: bytes) -> bytes:
+        """Apply an encoded command batch; return ``apply_batch_with_ends``' reply."""
+        return await self.book.apply_batch_with_ends(payload)
 
     async def ping(self) -> tuple[str, int]:
         """Return the book actor's incarnation and next sequence number."""
-        incarnation, next_seq = await self._call(book_name(self.shard), "ping", timeout_s=5.0)
-        return str(incarnation), int(next_seq)
+        return await self.book.ping().wait(HEALTH_TIMEOUT_S)
 
-    async def add_reader(self, name: str, handle: Any) -> None:
-        """Have the book actor push its events to ``handle.on_events`` from now on."""
-        await self._call(book_name(self.shard), "add_reader", name, handle)
+    async def add_reader(self, name: str, feed: GatewayFeed) -> None:
+        """Have the book actor push its events to the gateway's ``feed`` from now on."""
+        await self.book.add_reader(name, feed)
 
     async def l2(
         self, symbol: str, depth: int
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         """Return up to ``depth`` levels per side of a symbol's book."""
-        bids, asks = await self._call(book_name(self.shard), "l2", symbol, depth)
-        return [tuple(level) for level in bids], [tuple(level) for level in asks]
+        return await self.book.l2(symbol, depth)
 
-    async def order(self, order_id: int) -> dict[str, Any] | None:
+    async def order(self, order_id: int) -> OrderRow | None:
         """Return an open order's row, or None."""
-        row: dict[str, Any] | None = await self._call(book_name(self.shard), "order", order_id)
-        return row
+        return await self.book.order(order_id)
 
-    async def open_orders(self, account: str, symbol: str) -> list[dict[str, Any]]:
+    async def open_orders(self, account: str, symbol: str) -> list[OrderRow]:
         """Return an account's open orders in this shard (in one symbol, or all)."""
-        rows: list[dict[str, Any]] = await self._call(
-            book_name(self.shard), "open_orders", account, symbol
-        )
-        return rows
+        return await self.book.open_orders(account, symbol)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ShardStatusRow:
         """Return the book actor's status row."""
-        row: dict[str, Any] = await self._call(book_name(self.shard), "status", timeout_s=5.0)
-        return row
+        return await self.book.status().wait(HEALTH_TIMEOUT_S)
 
-    # ---------------------------------------------------------------- readers
+    # ---------------------------------------------------------------- read models
 
-    async def positions(self, account: str) -> list[dict[str, Any]]:
+    async def positions(self, account: str) -> list[Position]:
         """Return an account's positions in this shard's symbols."""
-        rows: list[dict[str, Any]] = await self._call(
-            positions_name(self.shard), "positions", account
-        )
-        return rows
-
-    async def risk_status(self) -> dict[str, Any]:
-        """Return the kill switches and halts the shard's risk actor has seen."""
-        row: dict[str, Any] = await self._call(risk_name(self.shard), "status", timeout_s=5.0)
-        return row
-
-
-def _summary(error: RayError) -> str:
-    """Return the last line of a Ray error: the remote exception's own message."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:500]
-
-
-async def _awaitable(reference: Awaitable[T]) -> T:
-    return await reference
+        return await self.positions_model.positions(account)
 
 
 async def supervisor_statuses(namespace: str, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -136,19 +77,12 @@ async def supervisor_statuses(namespace: str, names: Sequence[str]) -> list[dict
 
     async def one(name: str) -> dict[str, Any] | None:
         try:
-            handle = await asyncio.to_thread(ray.get_actor, name, namespace=namespace)
-            row: dict[str, Any] = await asyncio.wait_for(
-                _awaitable(handle.status.remote()), 5.0
-            )
+            row: dict[str, Any] = await SupervisorHandle(name, namespace).status().wait(
+                HEALTH_TIMEOUT_S)
             return row
-        except (ValueError, RayError, TimeoutError) as error:
+        except RaytradeError as error:
             log.info("supervisor %s did not answer: %s", name, error)
             return None
 
     rows = await asyncio.gather(*(one(name) for name in names))
     return [row for row in rows if row is not None]
-
-
-def current_actor() -> Any:
-    """Return the handle of the actor this code runs in (for subscriptions)."""
-    return ray.get_runtime_context().current_actor

@@ -2,6 +2,9 @@
 
 Ray starts once, with 2 CPUs and no dashboard, in the system temp folder; each test module
 starts its own raytrade cluster in its own namespace and stops it at the end.
+
+`cluster.edge.handles` is imported before anything imports ``ray``: it sets Ray's
+authentication mode first (see its docstring).
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import ray
 
+from cluster.edge import handles
 from cluster.edge.wiring import start_ray
 
 
@@ -19,4 +22,4 @@ def ray_session() -> Iterator[None]:
     """Start the session's Ray (private, local) and shut it down after the last test."""
     start_ray(num_cpus=2, namespace="raytrade-tests")
     yield
-    ray.shutdown()
+    handles.stop_ray()

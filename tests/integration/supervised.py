@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -43,11 +42,10 @@ class WorkerStarter:
         self.crash_on_start_file = crash_on_start_file
 
     def __call__(self) -> None:
-        import ray
+        from cluster.edge.handles import kill
 
         for name in self.names:
-            with contextlib.suppress(ValueError):
-                ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+            kill(name, self.namespace, restart=False)
         self.start()
 
     def start(self) -> list[object]:

@@ -79,7 +79,7 @@ def fault_free(flow: list[Command], shard_map: ShardMap) -> dict[str, Any]:
         for command in flow[index : index + BATCH]:
             parts.setdefault(shard_map.shard_of(command.symbol), []).append(command)  # type: ignore[union-attr]
         for shard, part in parts.items():
-            events[shard].extend(decode_events(books[shard].submit(encode(part))))
+            events[shard].extend(decode_events(books[shard].apply_batch(encode(part))))
     return {"books": books, "events": events}
 
 

@@ -85,7 +85,7 @@ def test_cancel_and_replace_reach_the_owning_shard(client: Client) -> None:
     """Cancels and replaces find the order in its symbol's shard; a query finds it by id."""
     placed = first(client.submit([order("mover", "m1", "BBB", Side.SELL, 20, 25_000)]),
                    OrderAccepted)
-    assert client.order(placed.order_id)["open_quantity"] == 20  # type: ignore[index]
+    assert client.order(placed.order_id).open_quantity == 20  # type: ignore[union-attr]
     replaced = first(client.replace("mover", "BBB", placed.order_id, 25_005, 10), OrderReplaced)
     assert replaced.priority_kept is False and replaced.quantity == 10
     cancelled = first(client.cancel("mover", "BBB", placed.order_id), OrderCancelled)
@@ -127,7 +127,7 @@ def test_kill_switch_cancels_everywhere_and_blocks_new_orders(client: Client) ->
                     OrderRejected)
     assert blocked.code == RejectCode.RISK_ACCOUNT_KILLED
     client.wait_for_readers()
-    assert all(row["killed"] for row in client.exposure("reckless"))
+    assert all(row.killed for row in client.exposure("reckless"))
     client.kill_switch("reckless", engaged=False)
     first(client.submit([order("reckless", "k4", "AAA", Side.BUY, 5, 9_100)]), OrderAccepted)
 
@@ -152,7 +152,7 @@ def test_a_resubmitted_order_is_recognised_not_entered_twice(client: Client) -> 
     assert len(again) == 1 and type(again[0]) is OrderRejected
     assert again[0].code == RejectCode.DUPLICATE_CLIENT_ORDER_ID
     assert again[0].order_id == original.order_id
-    assert [o["order_id"] for o in client.open_orders("retry")] == [original.order_id]
+    assert [o.order_id for o in client.open_orders("retry")] == [original.order_id]
 
 
 def test_positions_after_a_flow_equal_those_computed_from_the_trades(client: Client) -> None:
@@ -179,20 +179,20 @@ def test_positions_after_a_flow_equal_those_computed_from_the_trades(client: Cli
         volume[(buyer, trade.symbol)] += trade.quantity
         volume[(seller, trade.symbol)] += trade.quantity
     client.wait_for_readers()
-    rows = {(r["account"], r["symbol"]): r for r in client.all_positions()
-            if str(r["account"]).startswith("ACC")}
+    rows = {(r.account, r.symbol): r for r in client.all_positions()
+            if r.account.startswith("ACC")}
     # other tests' accounts rest orders the flow may hit: compare the flow's accounts
     ours = {key: value for key, value in net.items() if key[0].startswith("ACC")}
-    assert {key: int(row["net_quantity"]) for key, row in rows.items()} == ours
+    assert {key: row.net_quantity for key, row in rows.items()} == ours
     for key, row in rows.items():
-        assert int(row["traded_quantity"]) == volume[key]
+        assert row.traded_quantity == volume[key]
     everyone = client.all_positions()
     for symbol in {symbol for _, symbol in rows}:
-        assert sum(int(r["net_quantity"]) for r in everyone if r["symbol"] == symbol) == 0
+        assert sum(r.net_quantity for r in everyone if r.symbol == symbol) == 0
 
 
 def test_named_actors_are_found_by_another_lookup(cluster: Cluster) -> None:
     """Any driver in the namespace finds the shards by name and gets the same topology."""
     found = connect(namespace="test-shards")
     assert found.topology == cluster.topology
-    assert Client(found).status()[1]["symbols"] == ["BBB", "CCC"]
+    assert Client(found).status()[1].symbols == ["BBB", "CCC"]

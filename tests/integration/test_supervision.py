@@ -18,6 +18,7 @@ import ray
 
 from actors.core.supervision import RestartIntensity, Strategy
 from actors.supervisor import Supervisor
+from cluster.edge.handles import RayProbe
 from tests.integration.supervised import WorkerStarter
 
 pytestmark = [pytest.mark.ray, pytest.mark.chaos]
@@ -33,7 +34,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 
 def incarnations(names: list[str], namespace: str) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for name in names:
         try:
             found[name] = ray.get(ray.get_actor(name, namespace=namespace).ping.remote(),
@@ -58,12 +59,12 @@ def start_tree(
     starter = WorkerStarter(names, namespace, crash_file)
     ray.get([worker.ping.remote() for worker in starter.start()])  # type: ignore[attr-defined]
     options: dict[str, Any] = {"namespace": namespace, "num_cpus": 0, "lifetime": "detached"}
-    root = ray.remote(Supervisor).options(name="root", **options).remote(
-        "root", ["subtree"], namespace=namespace,
+    root: Any = ray.remote(Supervisor).options(name="root", **options).remote(
+        "root", ["subtree"], probe=RayProbe(namespace),
         intensity=root_intensity or RestartIntensity(max_restarts=3, within_s=60), tick_s=0.2,
     )
-    subtree = ray.remote(Supervisor).options(name="subtree", **options).remote(
-        "subtree", names, namespace=namespace, strategy=strategy, intensity=intensity,
+    subtree: Any = ray.remote(Supervisor).options(name="subtree", **options).remote(
+        "subtree", names, probe=RayProbe(namespace), strategy=strategy, intensity=intensity,
         parent="root", rebuild=starter, tick_s=0.2, restart_timeout_s=restart_timeout_s,
     )
     ray.get([root.ping.remote(), subtree.ping.remote()])
@@ -103,6 +104,8 @@ def test_each_strategy_restarts_the_right_children(
             return all(now.values()) and {n for n in names if now[n] != before[n]} == restarted
 
         wait_until(settled)
+        # the supervisor sees the death at its next tick, which may come after the restart
+        wait_until(lambda: ray.get(subtree.status.remote())["history"] != [])
         status = ray.get(subtree.status.remote())
         assert status["state"] == "running"
         assert status["history"][0]["child"] == crashed

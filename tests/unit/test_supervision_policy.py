@@ -1,10 +1,23 @@
-"""The supervision policy, without Ray: strategies, restart intensity, escalation."""
+"""The supervision policy, without Ray: strategies, restart intensity, escalation, and the
+child transition table."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.core.supervision import RestartIntensity, Strategy, SupervisorPolicy
+from actors.core.supervision import (
+    TRANSITIONS,
+    Action,
+    ChildState,
+    ChildWatch,
+    Observation,
+    Outcome,
+    Ping,
+    RestartIntensity,
+    Strategy,
+    SupervisorPolicy,
+    format_transitions,
+)
 
 CHILDREN = ["book", "risk", "positions"]
 
@@ -76,3 +89,68 @@ def test_unknown_children_and_duplicate_names_are_refused() -> None:
         policy.on_failure("gateway", "died", 0.0)
     with pytest.raises(ValueError, match="distinct"):
         SupervisorPolicy(["a", "a"])
+
+
+# ------------------------------------------------------------------------------ the child table
+
+
+def test_the_table_has_a_row_for_every_state_and_observation() -> None:
+    """Every (state, observation) pair has exactly one entry, and the printed table shows each."""
+    pairs = {(state, observation) for state in ChildState for observation in Observation}
+    assert set(TRANSITIONS) == pairs
+    printed = format_transitions().splitlines()
+    assert len(printed) == 1 + len(pairs)
+    assert printed[0].split() == ["state", "observation", "next", "state", "action"]
+
+
+def test_only_a_live_child_is_killed_and_only_waiting_states_wait() -> None:
+    """A kill is for a child that is alive (failing or hung) and always leads to RESTARTING;
+    answering from a new incarnation always ends up UP."""
+    for (state, observation), (after, action) in TRANSITIONS.items():
+        if action is Action.COUNT_AND_KILL:
+            assert observation in (Observation.FAILING, Observation.STUCK), (state, observation)
+            assert after is ChildState.RESTARTING
+        if observation is Observation.RESTARTED:
+            assert after is ChildState.UP
+
+
+def answered(incarnation: str, restarts: int | None = None) -> Ping:
+    return Ping(outcome=Outcome.ANSWERED, incarnation=incarnation, restarts=restarts)
+
+
+def test_a_ping_is_classified_with_the_clock() -> None:
+    """A new incarnation is RESTARTED; failing or timing out, or down, for longer than
+    restart_timeout_s since the child stopped serving is STUCK, or DOWN_TOO_LONG."""
+    watch = ChildWatch("book", restart_timeout_s=10.0)
+    assert watch.observe(answered("a"), 0.0).observation is Observation.RESTARTED  # first sight
+    assert watch.observe(answered("a"), 1.0).observation is Observation.ANSWERED
+    assert watch.observe(Ping(outcome=Outcome.TIMEOUT), 2.0).after is ChildState.SLOW
+    assert watch.classify(Ping(outcome=Outcome.TIMEOUT), 12.0) is Observation.TIMEOUT
+    assert watch.classify(Ping(outcome=Outcome.TIMEOUT), 12.5) is Observation.STUCK
+    assert watch.classify(Ping(outcome=Outcome.FAILING), 12.5) is Observation.STUCK
+    assert watch.classify(Ping(outcome=Outcome.DOWN), 12.5) is Observation.DOWN_TOO_LONG
+    assert watch.classify(answered("b"), 12.5) is Observation.RESTARTED
+
+
+def test_a_count_or_a_kill_starts_the_timeout_again() -> None:
+    """A child down longer than restart_timeout_s counts once, then again only after another
+    full timeout."""
+    watch = ChildWatch("book", restart_timeout_s=10.0)
+    watch.observe(answered("a"), 0.0)
+    down = Ping(outcome=Outcome.DOWN)
+    steps = [watch.observe(down, float(second)) for second in range(1, 30)]
+    counted_at = [second for second, step in enumerate(steps, start=1) if step.failures]
+    assert counted_at == [1, 12, 23]
+
+
+def test_ray_restarts_beyond_what_was_counted_or_caused_are_failures() -> None:
+    """Ray's restart count is reconciled with the deaths the table counted and the kills the
+    supervisor made: only the rest are new failures."""
+    watch = ChildWatch("book", restart_timeout_s=10.0)
+    watch.observe(answered("a", restarts=7), 0.0)  # first sight: the count is a baseline
+    assert watch.observe(answered("b", restarts=10), 1.0).failures == 3
+    watch.killed(2.0)
+    assert watch.observe(answered("c", restarts=11), 3.0).failures == 0  # our own kill
+    assert watch.observe(Ping(outcome=Outcome.DOWN, restarts=12), 4.0).failures == 1
+    assert watch.observe(answered("d", restarts=12), 5.0).failures == 0  # that death, back
+    assert watch.observe(answered("d", restarts=13), 6.0).observation is Observation.RESTARTED

@@ -1,0 +1,635 @@
+"""Every Ray call raytrade makes: start-up, actor names, lookup, typed handles, Ray's errors.
+
+All Ray API calls are made here (Ray Serve's rule for its replica wrapper), so the rest of the
+system is plain Python tested without a cluster, and one place decides what a Ray failure means:
+
+* a call to a shard's actor (book, risk, positions) that fails because the actor died, is
+  restarting, is not running or took too long raises `ShardUnavailableError` (retryable with
+  the same client order ids); a call to any other raytrade actor raises
+  `ActorUnavailableError`; an error the actor raised itself that is one of raytrade's own
+  (`RaytradeError`) is re-raised as it is;
+* connecting to a Ray that does not answer raises `ClusterUnreachableError`; a Ray without
+  raytrade's directory in the namespace raises `ClusterNotFoundError`;
+* a supervisor's health check never raises: `RayProbe.ping` turns every outcome into a `Ping`.
+
+The module is long (~630 lines) on purpose: it is the whole Ray edge, and one file is what
+lets "only this module calls Ray" be checked (an import-linter contract) and read at once.
+
+A typed handle per actor kind (`BookHandle`, `ProjectionHandle`, `SupervisorHandle`,
+`GatewayHandle`, `DirectoryHandle`) names its actor and looks it up lazily, once, and again
+after a failure (a shard its supervisor rebuilt is a new actor under the old name). Handles
+hold names, not Ray handles, so they pickle into other actors. Each method returns a `Call`:
+``call.result(timeout_s)`` blocks, ``await call`` suits an event loop, and nothing else in the
+system sees an ``ObjectRef``.
+
+Ray reads ``RAY_AUTH_MODE`` when it is imported: a driver that connects to a running cluster by
+address with token authentication (on by default in Ray 2.60) needs ``token`` set by then, or it
+retries for 20 s and fails. Importing this module sets it (unless the environment says
+otherwise) before it imports Ray; import this module before anything that imports ``ray``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, TypeVar
+
+if "ray" not in sys.modules:
+    # (if something imported ray first, setting it now would make this driver and the processes
+    # it starts disagree about authentication: leave it, and `join_ray` warns)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import ray
+from ray.exceptions import (
+    ActorUnavailableError as RayActorUnavailableError,
+)
+from ray.exceptions import (
+    GetTimeoutError,
+    RayActorError,
+    RayError,
+    RayTaskError,
+)
+
+from actors.core.positions import Position
+from actors.core.risk import AccountExposure
+from actors.core.supervision import Outcome, Ping
+from protocols.errors import (
+    ActorUnavailableError,
+    ClusterNotFoundError,
+    ClusterUnreachableError,
+    RaytradeError,
+    ShardUnavailableError,
+)
+from protocols.rows import OrderRow, ShardStatusRow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NAMESPACE = "raytrade"
+"""The default Ray namespace of a raytrade cluster."""
+DIRECTORY = "directory"
+ROOT_SUPERVISOR = "supervisor"
+GATEWAY_SUPERVISOR = "supervisor-gateways"
+
+
+def book_name(shard: int) -> str:
+    """Return the actor name of a shard's book actor."""
+    return f"book-{shard}"
+
+
+def risk_name(shard: int) -> str:
+    """Return the actor name of a shard's risk read model."""
+    return f"risk-{shard}"
+
+
+def positions_name(shard: int) -> str:
+    """Return the actor name of a shard's position read model."""
+    return f"positions-{shard}"
+
+
+def shard_supervisor_name(shard: int) -> str:
+    """Return the actor name of a shard's supervisor."""
+    return f"supervisor-shard-{shard}"
+
+
+def gateway_name(index: int) -> str:
+    """Return the actor name of the ``index``-th gateway."""
+    return f"gateway-{index}"
+
+
+# -------------------------------------------------------------------------------- Ray itself
+
+
+def start_local_ray(*, num_cpus: int, namespace: str, verbose: bool = False) -> str:
+    """Start a private local Ray (no dashboard) for this process; return its address.
+
+    Does nothing but return the address if this process already runs or joined a Ray. Ray's
+    temporary files go to the system temp folder (or ``RAY_TMPDIR``), never the repository.
+    """
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            namespace=namespace,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            _temp_dir=os.environ.get("RAY_TMPDIR"),
+        )
+    return ray_address()
+
+
+def join_ray(address: str, namespace: str, *, timeout_s: float = 10.0,
+             verbose: bool = False) -> None:
+    """Join a running Ray as a driver; raise `ClusterUnreachableError` past ``timeout_s``.
+
+    ``address`` is ``host:port`` of Ray's GCS (what `raytrade up` prints) or ``"auto"`` (the
+    Ray started last on this machine).
+    """
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        log.warning("RAY_AUTH_MODE is %r: joining a Ray with token authentication will fail",
+                    os.environ.get("RAY_AUTH_MODE"))
+    where = "on this machine" if address == "auto" else f"at {address}"
+    if address != "auto":
+        # Ray retries an address where nothing listens for minutes, warning every 5 s: a plain
+        # TCP connect tells at once whether anything is there
+        _check_listening(address, min(timeout_s, 5.0))
+    started = time.monotonic()
+    try:
+        ray.init(
+            address=address,
+            namespace=namespace,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ClusterUnreachableError(
+            f"no Ray answered {where} within {time.monotonic() - started:.0f} s "
+            f"({_first_line(error)})"
+        ) from error
+
+
+def _check_listening(address: str, timeout_s: float) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnreachableError(
+            f"{address!r} is not a Ray address: give host:port (as `raytrade up` prints it)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise ClusterUnreachableError(
+            f"no Ray answers at {address}: {error.strerror or error} (is `raytrade up` "
+            f"running there, and is the port reachable?)"
+        ) from error
+
+
+def ray_address() -> str:
+    """Return the address of the Ray this process runs or joined (``host:port`` of its GCS)."""
+    address: str = ray.get_runtime_context().gcs_address
+    return address
+
+
+def ray_running() -> bool:
+    """Return whether this process runs or joined a Ray."""
+    return bool(ray.is_initialized())
+
+
+def stop_ray() -> None:
+    """Leave (or, if this process started it, stop) this process's Ray."""
+    ray.shutdown()
+
+
+# -------------------------------------------------------------------------------- actors
+
+
+def spawn(
+    actor_class: type,
+    name: str,
+    namespace: str,
+    *args: Any,
+    num_cpus: float = 0.0,
+    **kwargs: Any,
+) -> None:
+    """Start a named, detached actor that Ray restarts when its process dies.
+
+    ``max_restarts=-1``: Ray brings a dead process back by running the constructor again (every
+    raytrade actor recovers in its constructor). ``max_task_retries=0``: a retried call could
+    apply a batch twice or out of order; retrying is the caller's job, made safe by client
+    order ids. Returns nothing: reach the actor through its typed handle, by name.
+    """
+    ray.remote(actor_class).options(
+        name=name,
+        namespace=namespace,
+        lifetime="detached",
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=num_cpus,
+    ).remote(*args, **kwargs)
+
+
+def kill(name: str, namespace: str, *, restart: bool = False) -> bool:
+    """Kill a named actor's process (Ray restarts it if ``restart``); False if none runs."""
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    ray.kill(handle, no_restart=not restart)
+    return True
+
+
+def raw_handle(name: str, namespace: str) -> Any:
+    """Return Ray's own handle of a named actor (tests and benchmarks); raise `LookupError`."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError as error:
+        raise LookupError(f"no actor {name!r} in namespace {namespace!r}") from error
+
+
+class Call(Generic[T]):
+    """A call to an actor, in flight: ``result()`` waits for it, ``await call`` too."""
+
+    __slots__ = ("_convert", "_method", "_owner", "_reference")
+
+    def __init__(self, owner: _Actor, method: str, reference: Any,
+                 convert: Callable[[Any], T] | None = None) -> None:
+        self._owner = owner
+        self._method = method
+        self._reference = reference
+        self._convert = convert
+
+    def result(self, timeout_s: float | None = None) -> T:
+        """Wait for the answer (``timeout_s``, else the handle's default); raise as the module
+        docstring says."""
+        timeout = timeout_s if timeout_s is not None else self._owner.timeout_s
+        try:
+            value = ray.get(self._reference, timeout=timeout)
+        except GetTimeoutError as error:
+            raise self._owner.unavailable(
+                f"{self._method} took longer than {timeout} s", forget=True) from error
+        except RayError as error:
+            raise self._owner.translate(self._method, error) from error
+        return self._convert(value) if self._convert is not None else value
+
+    async def wait(self, timeout_s: float | None = None) -> T:
+        """Await the answer without blocking the event loop (same errors as `result`)."""
+        timeout = timeout_s if timeout_s is not None else self._owner.timeout_s
+        try:
+            # a concurrent future costs less CPU than awaiting the reference itself (measured)
+            value = await asyncio.wait_for(asyncio.wrap_future(self._reference.future()),
+                                           timeout)
+        except TimeoutError as error:
+            raise self._owner.unavailable(
+                f"{self._method} took longer than {timeout} s", forget=True) from error
+        except RayError as error:
+            raise self._owner.translate(self._method, error) from error
+        return self._convert(value) if self._convert is not None else value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.wait().__await__()
+
+    def done(self) -> bool:
+        """Return whether the answer (or the failure) is in."""
+        ready, _ = ray.wait([self._reference], timeout=0)
+        return bool(ready)
+
+
+def wait_any(calls: Sequence[Call[Any]], timeout_s: float) -> None:
+    """Block until one of ``calls`` is done, or ``timeout_s`` passed."""
+    if calls:
+        ray.wait([call._reference for call in calls], num_returns=1, timeout=timeout_s)
+
+
+class _Actor:
+    """A raytrade actor reached by name; the base of the typed handles."""
+
+    def __init__(self, name: str, namespace: str, *, timeout_s: float | None = None) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.timeout_s = timeout_s
+        """How long `Call.result` waits by default (None: as long as it takes)."""
+        self._handle: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "timeout_s": self.timeout_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name"], state["namespace"], timeout_s=state["timeout_s"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"
+
+    def unavailable(self, reason: str, *, forget: bool = False) -> RaytradeError:
+        """Return the exception for "this actor did not answer" (``forget``: look it up again)."""
+        if forget:
+            self._handle = None
+        return ActorUnavailableError(f"{self.name} is unavailable: {reason}")
+
+    def translate(self, method: str, error: RayError) -> RaytradeError:
+        """Map a Ray error of ``method`` to raytrade's own (see the module docstring)."""
+        if isinstance(error, RayTaskError) and not isinstance(error, RayActorError):
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, RaytradeError):
+                return cause
+        return self.unavailable(f"{method} failed: {_summary(error)}", forget=True)
+
+    def send(self, method: str, *args: Any,
+             convert: Callable[[Any], T] | None = None) -> Call[T]:
+        """Start ``method(*args)`` on the actor; return the call in flight."""
+        handle = self._handle
+        if handle is None:
+            try:
+                handle = self._handle = ray.get_actor(self.name, namespace=self.namespace)
+            except ValueError as error:
+                raise self.unavailable("not running") from error
+        try:
+            reference = getattr(handle, method).remote(*args)
+        except RayError as error:
+            raise self.translate(method, error) from error
+        return Call(self, method, reference, convert)
+
+    def ping(self) -> Call[tuple[str, int]]:
+        """Ask for the actor's incarnation and position (every raytrade actor answers)."""
+        return self.send("ping", convert=lambda answer: (str(answer[0]), int(answer[1])))
+
+    def status(self) -> Call[Any]:
+        """Ask for the actor's status row."""
+        return self.send("status")
+
+    def pid(self) -> Call[int]:
+        """Ask for the actor's process id (tests kill it for real)."""
+        return self.send("pid")
+
+
+class _ShardActor(_Actor):
+    """An actor of one shard: its failures are `ShardUnavailableError`."""
+
+    def __init__(self, name: str, shard: int, namespace: str, *,
+                 timeout_s: float | None = None) -> None:
+        super().__init__(name, namespace, timeout_s=timeout_s)
+        self.shard = shard
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "shard": self.shard}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _ShardActor.__init__(self, state["name"], state["shard"], state["namespace"],
+                             timeout_s=state["timeout_s"])
+
+    def unavailable(self, reason: str, *, forget: bool = False) -> RaytradeError:
+        if forget:
+            self._handle = None
+        return ShardUnavailableError(self.shard, f"{self.name} {reason}")
+
+
+def _levels(answer: Any) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    bids, asks = answer
+    return [tuple(level) for level in bids], [tuple(level) for level in asks]
+
+
+class BookHandle(_ShardActor):
+    """A shard's book actor (`actors.book_actor.BookActor`): the command path and its queries."""
+
+    def __init__(self, shard: int, namespace: str, *, timeout_s: float | None = None) -> None:
+        super().__init__(book_name(shard), shard, namespace, timeout_s=timeout_s)
+
+    def apply_batch(self, payload: bytes) -> Call[bytes]:
+        """Apply an encoded command batch; the answer is its encoded events."""
+        return self.send("apply_batch", payload)
+
+    def apply_batch_with_ends(self, payload: bytes) -> Call[bytes]:
+        """Apply an encoded batch; the answer also says where each command's events end."""
+        return self.send("apply_batch_with_ends", payload)
+
+    def l1(self, symbol: str) -> Call[Any]:
+        """Ask for a symbol's best bid and ask."""
+        return self.send("l1", symbol)
+
+    def l2(self, symbol: str, depth: int) -> Call[
+        tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]
+    ]:
+        """Ask for up to ``depth`` levels per side as ``(price, quantity, order_count)``."""
+        return self.send("l2", symbol, depth, convert=_levels)
+
+    def order(self, order_id: int) -> Call[OrderRow | None]:
+        """Ask for an open order's row (None if it is not open)."""
+        return self.send("order", order_id)
+
+    def open_orders(self, account: str, symbol: str = "") -> Call[list[OrderRow]]:
+        """Ask for an account's open orders in this shard (in one symbol, or all)."""
+        return self.send("open_orders", account, symbol)
+
+    def status(self) -> Call[ShardStatusRow]:
+        """Ask for the shard's counters and position in its sequence."""
+        return self.send("status")
+
+    def state_hashes(self) -> Call[dict[str, str]]:
+        """Ask for the hashes of the books, the engine and the risk state."""
+        return self.send("state_hashes")
+
+    def snapshot(self) -> Call[int]:
+        """Have the shard write a snapshot now."""
+        return self.send("snapshot")
+
+    def add_reader(self, name: str, reader: Any) -> Call[None]:
+        """Have the book actor publish its events to ``reader`` (a `Reader`) from now on."""
+        return self.send("add_reader", name, reader)
+
+
+class ProjectionHandle(_ShardActor):
+    """A shard's read model: ``kind`` is ``"risk"`` or ``"positions"`` (`actors.projections`)."""
+
+    def __init__(self, shard: int, kind: str, namespace: str, *,
+                 timeout_s: float | None = None) -> None:
+        names = {"risk": risk_name, "positions": positions_name}
+        if kind not in names:
+            raise ValueError(f"no read model {kind!r}: one of {sorted(names)}")
+        super().__init__(names[kind](shard), shard, namespace, timeout_s=timeout_s)
+        self.kind = kind
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "kind": self.kind}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ProjectionHandle.__init__(self, state["shard"], state["kind"], state["namespace"],
+                                  timeout_s=state["timeout_s"])
+
+    def push(self, batches: Sequence[tuple[int, int, bytes]]) -> Call[int]:
+        """Hand the read model published event batches (a `Reader`)."""
+        return self.send("on_events", list(batches))
+
+    def offset(self) -> Call[int]:
+        """Ask for the next sequence number the read model expects."""
+        return self.send("position")
+
+    def positions(self, account: str) -> Call[list[Position]]:
+        """Ask the position model for an account's positions."""
+        return self.send("positions", account)
+
+    def all_positions(self) -> Call[list[Position]]:
+        """Ask the position model for every account's positions."""
+        return self.send("all_positions")
+
+    def exposure(self, account: str) -> Call[AccountExposure]:
+        """Ask the risk model for an account's exposure."""
+        return self.send("exposure", account)
+
+
+class SupervisorHandle(_Actor):
+    """A supervisor (`actors.supervisor.Supervisor`)."""
+
+    def tell_escalated(self, child: str, reason: str) -> None:
+        """Tell this supervisor that its child supervisor escalated (fire and forget)."""
+        self.send("on_child_escalated", child, reason)
+
+    def tell_rebuild(self) -> None:
+        """Tell this supervisor to start fresh children (fire and forget)."""
+        self.send("rebuild")
+
+
+class GatewayHandle(_Actor):
+    """A gateway actor (`actors.gateway_actor.GatewayActor`)."""
+
+    def ready(self) -> Call[int]:
+        """Wait until the gateway serves; the answer is its port."""
+        return self.send("ready", convert=int)
+
+    def stop(self, grace_s: float | None = None) -> Call[None]:
+        """Stop serving (the actor stays)."""
+        return self.send("stop", grace_s)
+
+
+class GatewayFeed:
+    """What a book actor publishes to for one gateway: the gateway's feed of one shard.
+
+    A `Reader` (see `cluster.edge.publish`); picklable, it names the gateway.
+    """
+
+    def __init__(self, gateway: str, shard: int, namespace: str) -> None:
+        self.gateway = GatewayHandle(gateway, namespace)
+        self.shard = shard
+
+    def push(self, batches: Sequence[tuple[int, int, bytes]]) -> Call[int]:
+        """Hand the gateway a shard's published event batches."""
+        return self.gateway.send("on_shard_events", self.shard, list(batches))
+
+
+class GatewayFeeds:
+    """Make a gateway's `GatewayFeed` per shard (injected into `GatewayActor`; picklable)."""
+
+    def __init__(self, gateway: str, namespace: str) -> None:
+        self.gateway = gateway
+        self.namespace = namespace
+
+    def __call__(self, shard: int) -> GatewayFeed:
+        return GatewayFeed(self.gateway, shard, self.namespace)
+
+
+class DirectoryHandle(_Actor):
+    """The directory actor (`actors.directory.Directory`): the cluster's topology."""
+
+    def __init__(self, namespace: str, *, timeout_s: float | None = 10.0) -> None:
+        super().__init__(DIRECTORY, namespace, timeout_s=timeout_s)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        DirectoryHandle.__init__(self, state["namespace"], timeout_s=state["timeout_s"])
+
+    def topology(self) -> bytes:
+        """Return the encoded topology; raise `ClusterNotFoundError` if no cluster runs here."""
+        try:
+            payload: bytes = self.send("topology").result()
+        except ActorUnavailableError as error:
+            raise ClusterNotFoundError(
+                f"no raytrade cluster runs in namespace {self.namespace!r} of the Ray at "
+                f"{ray_address()} (start one with `raytrade up`, or pass --namespace)"
+            ) from error
+        return payload
+
+
+# -------------------------------------------------------------------------------- supervision
+
+
+class RayProbe:
+    """A supervisor's view of its children through Ray (an `actors.core.supervision.ChildProbe`).
+
+    Handles are looked up once per child and again only after a failure, so an idle tree costs
+    one small call per child per tick. Picklable: it holds the namespace only.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"namespace": self.namespace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["namespace"])  # type: ignore[misc]
+
+    def _handle(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = ray.get_actor(name, namespace=self.namespace)
+        return handle
+
+    def ping(self, name: str, timeout_s: float) -> Ping:
+        """Ping a child; never raise (every failure is an outcome)."""
+        try:
+            handle = self._handle(name)
+        except ValueError:
+            return Ping(outcome=Outcome.DOWN, detail=f"{name} is not running")
+        # Ray's restart count is read after the answer: read before, a death in between would
+        # show a new incarnation with the old count, and the next tick would count it twice
+        try:
+            incarnation, offset = ray.get(handle.ping.remote(), timeout=timeout_s)
+        except GetTimeoutError:
+            return Ping(outcome=Outcome.TIMEOUT, restarts=_restart_count(handle),
+                        detail=f"no answer within {timeout_s} s")
+        except (RayActorError, RayActorUnavailableError) as error:
+            self._handles.pop(name, None)
+            return Ping(outcome=Outcome.DOWN, restarts=_restart_count(handle),
+                        detail=_summary(error))
+        except RayTaskError as error:  # it answered, with an exception: alive but failing
+            return Ping(outcome=Outcome.FAILING, restarts=_restart_count(handle),
+                        detail=_summary(error))
+        except Exception as error:  # anything else Ray raises: treat as down, look up again
+            self._handles.pop(name, None)
+            return Ping(outcome=Outcome.DOWN, restarts=_restart_count(handle),
+                        detail=f"{type(error).__name__}: {_first_line(error)}")
+        return Ping(outcome=Outcome.ANSWERED, incarnation=str(incarnation), offset=int(offset),
+                    restarts=_restart_count(handle))
+
+    def kill(self, name: str, *, restart: bool) -> None:
+        """Kill a child's process (Ray restarts it if ``restart``); no-op if none runs."""
+        self._handles.pop(name, None)
+        kill(name, self.namespace, restart=restart)
+
+    def tell_escalated(self, parent: str, child: str, reason: str) -> None:
+        """Tell the parent supervisor that ``child`` escalated."""
+        SupervisorHandle(parent, self.namespace).tell_escalated(child, reason)
+
+    def tell_rebuild(self, child: str) -> None:
+        """Tell a child supervisor to rebuild its subtree."""
+        SupervisorHandle(child, self.namespace).tell_rebuild()
+
+
+def _restart_count(handle: Any) -> int | None:
+    """Return how often Ray restarted the actor, from the GCS's actor table (None if unknown).
+
+    Ray's public state API needs the dashboard, which raytrade does not start; the actor table
+    answers in ~0.5 ms. It counts restarts a ping could miss (several deaths between two ticks).
+    """
+    try:
+        from ray._private import state
+
+        info = state.actors(handle._actor_id.hex())
+        return int(info["NumRestarts"])
+    except Exception:  # a private API: without it, the supervisor counts incarnations
+        return None
+
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def wait_all(calls: Sequence[Call[Any]], timeout_s: float | None = None) -> list[Any]:
+    """Wait for every call; return their answers in order."""
+    return [call.result(timeout_s) for call in calls]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _summary(error: BaseException) -> str:
+    """Return the last line of a Ray error: the remote exception's own message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:500]
