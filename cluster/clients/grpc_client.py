@@ -19,19 +19,10 @@ What it adds to the raw stubs:
 * a market-data stream with `LocalBook`, which applies snapshots and level updates and checks
   each update's ``previous_seq``, so a gap is detected, not silently absorbed.
 
-Exceptions (gRPC statuses become these)::
-
-    GatewayError
-    ├── InvalidRequestError      INVALID_ARGUMENT (the message names the field)
-    ├── NotAuthenticatedError    UNAUTHENTICATED
-    ├── PermissionDeniedError    PERMISSION_DENIED
-    ├── OrderNotFoundError       NOT_FOUND
-    ├── NotTradableError         FAILED_PRECONDITION (halted symbol, killed account)
-    ├── RateLimitedError         RESOURCE_EXHAUSTED (retry_after_s when the gateway says)
-    ├── GatewayUnavailableError  UNAVAILABLE (after the retries)
-    ├── DeadlineExceededError    DEADLINE_EXCEEDED (after the retries)
-    ├── HistoryUnavailableError  OUT_OF_RANGE (a resume older than any journal)
-    └── MarketDataGapError       a market-data update does not follow the previous one
+A failed call raises the `protocols.errors` class of its gRPC status (`from_status`; the tree
+is drawn there): the class the gateway raised, or the parent that carries its status (a
+`SymbolHaltedError` arrives as `NotTradableError`), so ``except OrderNotFoundError`` reads the
+same in a client and in the gateway. `LocalBook` raises `MarketDataGapError`.
 """
 
 from __future__ import annotations
@@ -46,91 +37,26 @@ from typing import Any
 
 import grpc
 
+from protocols.errors import ERROR_KIND_KEY, MarketDataGapError, RaytradeError, from_status
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 << 20
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-class GatewayError(Exception):
-    """A call failed; ``code`` is the gRPC status, ``details`` the gateway's message."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class InvalidRequestError(GatewayError):
-    """A request field is malformed; the details name it (e.g. ``orders[3].price``)."""
-
-
-class NotAuthenticatedError(GatewayError):
-    """No token, or a token the gateway does not know."""
-
-
-class PermissionDeniedError(GatewayError):
-    """The token may not act for the account, or the call needs the admin role."""
-
-
-class OrderNotFoundError(GatewayError):
-    """The order is not open for the account."""
-
-
-class NotTradableError(GatewayError):
-    """The symbol is halted or the account's kill switch is engaged."""
-
-
-class RateLimitedError(GatewayError):
-    """The account is over its request rate, or the gateway's queues are full."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, retry_after_s: float | None) -> None:
-        super().__init__(code, details)
-        self.retry_after_s = retry_after_s
-
-
-class GatewayUnavailableError(GatewayError):
-    """The gateway or a shard did not answer (after the retries): retry later."""
-
-
-class DeadlineExceededError(GatewayError):
-    """The call's deadline passed (after the retries)."""
-
-
-class HistoryUnavailableError(GatewayError):
-    """An execution stream cannot resume from its cursor: the events are gone."""
-
-
-class MarketDataGapError(Exception):
-    """A market-data update's ``previous_seq`` is not the last seq seen for its symbol."""
-
-
 _ADMIN_METHODS = frozenset({"HaltSymbol", "SetKillSwitch", "SetRiskLimits", "GetStatus"})
 
-_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
-    grpc.StatusCode.UNAUTHENTICATED: NotAuthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-    grpc.StatusCode.NOT_FOUND: OrderNotFoundError,
-    grpc.StatusCode.FAILED_PRECONDITION: NotTradableError,
-    grpc.StatusCode.UNAVAILABLE: GatewayUnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
-    grpc.StatusCode.OUT_OF_RANGE: HistoryUnavailableError,
-}
 
-
-def error_of(error: grpc.RpcError) -> GatewayError:
-    """Return the precise `GatewayError` for a failed call."""
+def error_of(error: grpc.RpcError) -> RaytradeError:
+    """Return the `protocols.errors` exception for a failed call (its ``code`` is the status)."""
     code: grpc.StatusCode = error.code()
-    details: str = error.details() or ""
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry_after = None
-        for key, value in error.trailing_metadata() or ():
-            if key == "retry-after-ms":
-                retry_after = int(value) / 1000
-        return RateLimitedError(code, details, retry_after)
-    return _ERRORS.get(code, GatewayError)(code, details)
+    retry_after_s = None
+    kind = ""
+    for key, value in error.trailing_metadata() or ():
+        if key == "retry-after-ms":
+            retry_after_s = int(value) / 1000
+        elif key == ERROR_KIND_KEY:
+            kind = str(value)
+    return from_status(code, error.details() or "", kind=kind, retry_after_s=retry_after_s)
 
 
 @dataclass(frozen=True)

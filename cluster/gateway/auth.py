@@ -10,12 +10,8 @@ Make a token and its configuration entry with::
     python -m cluster.gateway.auth new --name desk-1 --accounts alice bob
     python -m cluster.gateway.auth hash TOKEN
 
-Exceptions::
-
-    Exception
-    ├── AuthenticationError     no token, or an unknown one (-> UNAUTHENTICATED)
-    ├── PermissionDeniedError   an account or call the token may not use (-> PERMISSION_DENIED)
-    └── RateLimitedError        the account's request budget is spent (-> RESOURCE_EXHAUSTED)
+Refusals are `protocols.errors.NotAuthenticatedError`, `PermissionDeniedError` and
+`RateLimitedError` (the tree is drawn there).
 """
 
 from __future__ import annotations
@@ -29,28 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cluster.gateway.config import TokenEntry
+from protocols.errors import NotAuthenticatedError, PermissionDeniedError, RateLimitedError
 
 BEARER = "bearer "
-
-
-class AuthenticationError(Exception):
-    """The call carries no bearer token, or one no configured hash matches."""
-
-
-class PermissionDeniedError(Exception):
-    """The token may not act for the account, or the call needs the admin role."""
-
-
-class RateLimitedError(Exception):
-    """The account's request budget at this gateway is spent; ``retry_after_s`` says when."""
-
-    def __init__(self, account: str, retry_after_s: float) -> None:
-        super().__init__(
-            f"account {account!r} is over its request rate at this gateway; retry in "
-            f"{retry_after_s * 1000:.0f} ms"
-        )
-        self.account = account
-        self.retry_after_s = retry_after_s
 
 
 def hash_token(token: str) -> str:
@@ -115,29 +92,30 @@ class TokenRegistry:
             )
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
-        """Return the principal of the call's bearer token; raise `AuthenticationError`."""
+        """Return the principal of the call's bearer token; raise `NotAuthenticatedError`."""
         header = None
         for key, value in metadata or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
                 break
         if header is None:
-            raise AuthenticationError("missing 'authorization: Bearer <token>' metadata")
+            raise NotAuthenticatedError("missing 'authorization: Bearer <token>' metadata")
         if not header[: len(BEARER)].lower() == BEARER:
-            raise AuthenticationError("the authorization metadata must be 'Bearer <token>'")
+            raise NotAuthenticatedError("the authorization metadata must be 'Bearer <token>'")
         token = header[len(BEARER):].strip()
         if not token:
-            raise AuthenticationError("the bearer token is empty")
+            raise NotAuthenticatedError("the bearer token is empty")
         principal = self._by_hash.get(hash_token(token))
         if principal is None:
-            raise AuthenticationError("unknown bearer token")
+            raise NotAuthenticatedError("unknown bearer token")
         return principal
 
 
 class RateLimiter:
-    """A token bucket per account: ``rate`` units per second, at most ``burst`` saved up.
+    """Keep a token bucket per account: ``rate`` units per second, at most ``burst`` saved up.
 
-    The clock is injectable, so tests are deterministic.
+    ``clock`` is a monotonic clock in seconds (the gateway passes its own down), so tests
+    are deterministic.
     """
 
     def __init__(
@@ -163,7 +141,12 @@ class RateLimiter:
         level, at = self._buckets.get(account, (self.burst, now))
         level = min(self.burst, level + (now - at) * self.rate)
         if level < cost and level < self.burst:
-            raise RateLimitedError(account, (min(cost, self.burst) - level) / self.rate)
+            retry_after_s = (min(cost, self.burst) - level) / self.rate
+            raise RateLimitedError(
+                f"account {account!r} is over its request rate at this gateway; retry in "
+                f"{retry_after_s * 1000:.0f} ms",
+                retry_after_s,
+            )
         if len(self._buckets) >= self.max_accounts and account not in self._buckets:
             self._buckets.clear()  # bounded memory; a reset only ever gives more budget
         self._buckets[account] = (level - cost, now)

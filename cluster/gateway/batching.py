@@ -3,7 +3,7 @@
 A Ray call costs about a millisecond whatever it carries, and matching one order costs a few
 microseconds, so the gateway must never make one Ray call per order. Each shard gets a
 `ShardBatcher`: requests that arrive while the shard is busy wait together and go out as one
-batch (``BookActor.submit_with_ends``), and the reply is split back per request by the
+batch (``BookActor.apply_batch_with_ends``), and the reply is split back per request by the
 ``ends`` the shard returns.
 
 When to send:
@@ -24,11 +24,11 @@ apply in order and a client's cancel never overtakes its order.
 The send function is injected (the Ray call lives in `cluster.gateway.shards`), so this
 module is tested without Ray.
 
-Exceptions::
+It refuses with `protocols.errors.QueueFullError` and fails a batch the shard did not answer
+with `protocols.errors.ShardUnavailableError` (retrying it is safe; the tree is drawn there).
 
-    Exception
-    ├── QueueFullError          too many commands wait for the shard (-> RESOURCE_EXHAUSTED)
-    └── ShardUnavailableError   the shard did not answer (-> UNAVAILABLE; retry is safe)
+The batcher reads no clock: the linger is a timer of the event loop (``call_later``), which
+decides only when a batch leaves, never what is in it or what it answers.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import msgspec
 
 from actors.book_actor import decode_with_ends
 from protocols.convert import WireRow
+from protocols.errors import QueueFullError, ShardUnavailableError
 from protocols.messages import Command, Event
 
 log = logging.getLogger(__name__)
@@ -49,25 +50,8 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.msgpack.Encoder()
 
 
-class QueueFullError(Exception):
-    """The shard's queue at this gateway is full; retry after a short pause."""
-
-
-class ShardUnavailableError(Exception):
-    """A shard did not answer (it died, is restarting, or took too long).
-
-    Retryable: resubmit with the same client order ids; the shard recognises what it already
-    applied (DUPLICATE_CLIENT_ORDER_ID naming the original order) instead of applying it twice.
-    """
-
-    def __init__(self, shard: int, reason: str) -> None:
-        super().__init__(f"shard {shard} is unavailable: {reason}")
-        self.shard = shard
-        self.reason = reason
-
-
 Send = Callable[[bytes], Awaitable[bytes]]
-"""Send an encoded command batch to the shard; return ``submit_with_ends``' reply."""
+"""Send an encoded command batch to the shard; return ``apply_batch_with_ends``' reply."""
 
 
 class _Request:
@@ -119,7 +103,7 @@ class ShardBatcher:
         """Batches sent and not yet answered."""
         return self._in_flight
 
-    async def submit(self, commands: Sequence[Command | WireRow]) -> list[list[Event]]:
+    async def enqueue(self, commands: Sequence[Command | WireRow]) -> list[list[Event]]:
         """Send commands (in order) with whatever else is waiting; return each one's events.
 
         A command may be a wire row that encodes as one (see `protocols.convert.WireRow`).

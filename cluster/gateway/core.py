@@ -9,13 +9,13 @@ It also keeps the feeds attached: a maintenance loop pings every book actor, sub
 gateway again when a book actor restarted (a new process forgets its readers), fills gaps
 from the journal, and reports health.
 
-Exceptions it raises (besides `QueueFullError`, `ShardUnavailableError` of the batcher and
-`RateLimitedError` of the rate limiter)::
+Its own refusals are `OrderNotFoundError`, `SymbolHaltedError` and `AccountKilledError`;
+the batcher's and the rate limiter's pass through. All are in `protocols.errors`, where the
+tree is drawn.
 
-    Exception
-    ├── OrderNotFoundError      the order is not open for the account (-> NOT_FOUND)
-    ├── SymbolHaltedError       the symbol is halted (-> FAILED_PRECONDITION)
-    └── AccountKilledError      the account's kill switch is engaged (-> FAILED_PRECONDITION)
+Every time the gateway reads comes from one injected `Clock`: the core hands it to the rate
+limiter, the feeds and (through ``core.clock``) the services' ingress timestamps, so a test
+that gives a fake clock controls all of them.
 """
 
 from __future__ import annotations
@@ -25,18 +25,24 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from actors.core.engine import ORDER_ID_SHARD_BITS
 from cluster.config import ShardMap
 from cluster.gateway.auth import RateLimiter
-from cluster.gateway.batching import ShardBatcher, ShardUnavailableError
+from cluster.gateway.batching import ShardBatcher
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.history import JournalHistory, ShardView
 from cluster.gateway.shards import ShardLink
 from cluster.gateway.streams import Notifier, ShardFeed
 from cluster.storage.shard import shard_directory
 from protocols.convert import WireRow
+from protocols.errors import (
+    AccountKilledError,
+    OrderNotFoundError,
+    ShardUnavailableError,
+    SymbolHaltedError,
+)
 from protocols.messages import (
     Command,
     Event,
@@ -47,20 +53,36 @@ from protocols.messages import (
     SetKillSwitch,
     SetRiskLimits,
 )
+from protocols.rows import GatewayShardRow, OrderRow, PositionRow, ShardStatusRow
 
 log = logging.getLogger(__name__)
 
 
-class OrderNotFoundError(Exception):
-    """The order is not open for the account, or cannot exist in the named symbol's shard."""
+class Clock(Protocol):
+    """The two clocks a gateway reads."""
+
+    def time_ns(self) -> int:
+        """Return the wall-clock time in integer nanoseconds (ingress timestamps, ids)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Return monotonic seconds (rates, gap and heartbeat timers)."""
+        ...
 
 
-class SymbolHaltedError(Exception):
-    """The symbol is halted: no new orders or replaces until it resumes."""
+class SystemClock:
+    """Read the real clocks: the default `Clock`."""
+
+    def time_ns(self) -> int:
+        """Return `time.time_ns`."""
+        return time.time_ns()
+
+    def monotonic(self) -> float:
+        """Return `time.monotonic`."""
+        return time.monotonic()
 
 
-class AccountKilledError(Exception):
-    """The account's kill switch is engaged: no new orders or replaces until released."""
+SYSTEM_CLOCK = SystemClock()
 
 
 class GatewayCore:
@@ -76,7 +98,7 @@ class GatewayCore:
         instruments: Sequence[Instrument],
         data_dir: str,
         client_order_id_window: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.config = config
@@ -85,7 +107,9 @@ class GatewayCore:
         self.shards = shard_map.shard_count
         self.instruments = list(instruments)
         self.symbol_shard = {i.symbol: shard_map.shard_of(i.symbol) for i in self.instruments}
-        self.limiter = RateLimiter(config.requests_per_second, config.request_burst, clock)
+        self.clock = clock
+        self.limiter = RateLimiter(config.requests_per_second, config.request_burst,
+                                   self.clock.monotonic)
         self.notifier = Notifier()
         self.links = [
             ShardLink(shard, namespace, timeout_s=config.shard_timeout_s)
@@ -106,13 +130,14 @@ class GatewayCore:
                 ring_events=config.ring_events,
                 history=self.histories[shard],
                 on_change=self.notifier.notify,
+                clock=self.clock.monotonic,
             )
             for shard in range(self.shards)
         ]
         self.batchers = [
             ShardBatcher(
                 shard,
-                self.links[shard].submit,
+                self.links[shard].apply_batch,
                 max_batch_commands=config.max_batch_commands,
                 max_in_flight=config.max_in_flight_per_shard,
                 max_queued=config.max_queued_commands,
@@ -211,7 +236,7 @@ class GatewayCore:
         self.shard_errors[shard] = ""
         gap_end = feed.gap_end
         if gap_end is not None and feed.gap_since is not None and (
-            time.monotonic() - feed.gap_since > self.config.health_check_s / 2
+            self.clock.monotonic() - feed.gap_since > self.config.health_check_s / 2
         ):
             feed.repair(gap_end)
         else:
@@ -282,13 +307,13 @@ class GatewayCore:
 
     # ---------------------------------------------------------------- commands
 
-    async def submit(self, command: Command) -> tuple[int, list[Event]]:
+    async def route_to_shard(self, command: Command) -> tuple[int, list[Event]]:
         """Send one command to its symbol's shard; return the shard and its events."""
         shard = self.symbol_shard[command.symbol]  # type: ignore[union-attr]
-        (events,) = await self.batchers[shard].submit([command])
+        (events,) = await self.batchers[shard].enqueue([command])
         return shard, events
 
-    async def submit_many(
+    async def route_many(
         self, commands: Sequence[Command | WireRow], shards: Sequence[int]
     ) -> list[tuple[int, list[Event]]]:
         """Send commands to the given shards (concurrently across shards, in order within
@@ -301,7 +326,7 @@ class GatewayCore:
             by_shard.setdefault(shard, []).append(index)
         order = list(by_shard)
         replies = await asyncio.gather(*(
-            self.batchers[shard].submit([commands[index] for index in by_shard[shard]])
+            self.batchers[shard].enqueue([commands[index] for index in by_shard[shard]])
             for shard in order
         ))
         out: list[tuple[int, list[Event]]] = [(0, [])] * len(commands)
@@ -313,7 +338,7 @@ class GatewayCore:
     async def broadcast(self, command: Command) -> list[tuple[int, list[Event]]]:
         """Send an account-wide command (no symbol) to every shard; return each one's events."""
         replies = await asyncio.gather(*(
-            batcher.submit([command]) for batcher in self.batchers
+            batcher.enqueue([command]) for batcher in self.batchers
         ))
         return [(shard, reply[0]) for shard, reply in enumerate(replies)]
 
@@ -322,7 +347,7 @@ class GatewayCore:
         """Send a command to its symbol's shard, or to every shard if it names no symbol."""
         symbol = getattr(command, "symbol", "")
         if symbol:
-            return [await self.submit(command)]
+            return [await self.route_to_shard(command)]
         return await self.broadcast(command)
 
     def spawn(self, work: Any) -> None:
@@ -333,23 +358,23 @@ class GatewayCore:
 
     # ---------------------------------------------------------------- reads
 
-    async def order(self, account: str, order_id: int) -> dict[str, Any]:
+    async def order(self, account: str, order_id: int) -> OrderRow:
         """Return the account's open order; raise `OrderNotFoundError`."""
         shard = order_id >> ORDER_ID_SHARD_BITS
         if not 0 <= shard < self.shards:
             raise OrderNotFoundError(f"order {order_id} was never entered here")
         row = await self.links[shard].order(order_id)
-        if row is None or row["account"] != account:
+        if row is None or row.account != account:
             raise OrderNotFoundError(f"order {order_id} is not open for account {account!r}")
         return row
 
-    async def open_orders(self, account: str, symbol: str) -> list[dict[str, Any]]:
+    async def open_orders(self, account: str, symbol: str) -> list[OrderRow]:
         """Return the account's open orders in one symbol, or in all."""
         shards = [self.symbol_shard[symbol]] if symbol else range(self.shards)
         rows = await asyncio.gather(*(self.links[s].open_orders(account, symbol) for s in shards))
         return [row for part in rows for row in part]
 
-    async def positions(self, account: str) -> list[dict[str, Any]]:
+    async def positions(self, account: str) -> list[PositionRow]:
         """Return the account's positions in every shard."""
         rows = await asyncio.gather(*(link.positions(account) for link in self.links))
         return [row for part in rows for row in part]
@@ -360,24 +385,22 @@ class GatewayCore:
         """Return the symbol's book from its shard (the authority), ``depth`` levels a side."""
         return await self.links[self.symbol_shard[symbol]].l2(symbol, depth)
 
-    async def shard_statuses(self) -> list[dict[str, Any]]:
+    async def shard_statuses(self) -> list[GatewayShardRow]:
         """Return each shard's status as the book actor and this gateway see it."""
 
-        async def one(shard: int) -> dict[str, Any]:
-            feed = self.feeds[shard]
-            row: dict[str, Any] = {
-                "shard": shard,
-                "gateway_next_seq": feed.next_seq,
-                "halted_symbols": sorted(feed.halted),
-                "killed_accounts": sorted(feed.killed),
-            }
+        async def one(shard: int) -> GatewayShardRow:
+            book: ShardStatusRow | None = None
             try:
-                row.update(await self.links[shard].status())
-                row["up"] = not row.get("failed")
-                row["error"] = row.get("failed") or ""
-            except ShardUnavailableError as error:
-                row.update(up=False, error=str(error))
-            return row
+                book = await self.links[shard].status()
+                error = book.failed or ""
+            except ShardUnavailableError as failure:
+                error = str(failure)
+            feed = self.feeds[shard]
+            return GatewayShardRow(
+                shard=shard, up=not error, error=error, gateway_next_seq=feed.next_seq,
+                halted_symbols=sorted(feed.halted), killed_accounts=sorted(feed.killed),
+                book=book,
+            )
 
         return list(await asyncio.gather(*(one(shard) for shard in range(self.shards))))
 

@@ -4,14 +4,16 @@ Each method is the same few steps: authenticate the bearer token, convert and va
 request (`protocols.convert`, the only code that sees protobuf and internal messages
 together), check the account against the token, spend the account's rate budget, run the
 gateway's own checks, then hand internal commands to the `GatewayCore` and convert the events
-back. Every failure mode is one exception class, and one table (`STATUS_OF`) maps each to its
-gRPC status, so every request gets a precise status and unexpected errors never leak details.
+back. Every failure mode is one class of `protocols.errors`, which carries its gRPC status
+(``status``), so every request gets a precise status; anything else is INTERNAL with an
+incident id, and its details stay in the gateway's log.
+
+Ingress timestamps (``ts_ns``) and request ids come from the core's injected clock.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,29 +21,19 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from cluster.gateway.auth import (
-    AuthenticationError,
-    PermissionDeniedError,
-    Principal,
-    RateLimitedError,
-    TokenRegistry,
-)
-from cluster.gateway.batching import QueueFullError, ShardUnavailableError
+from cluster.gateway.auth import Principal, TokenRegistry
 from cluster.gateway.config import GatewayConfig
-from cluster.gateway.core import (
-    AccountKilledError,
-    GatewayCore,
-    OrderNotFoundError,
-    SymbolHaltedError,
-)
+from cluster.gateway.core import GatewayCore
 from cluster.gateway.shards import supervisor_statuses
-from cluster.gateway.streams import (
-    HistoryUnavailableError,
-    StreamSettings,
-    follow_executions,
-    follow_market_data,
+from cluster.gateway.streams import StreamSettings, follow_executions, follow_market_data
+from protocols.convert import Converter, check_id, check_seq
+from protocols.errors import (
+    ERROR_KIND_KEY,
+    InvalidFieldError,
+    RateLimitedError,
+    RaytradeError,
+    TooManyStreamsError,
 )
-from protocols.convert import Converter, InvalidFieldError, check_id, check_seq
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
 from protocols.messages import Command
@@ -53,38 +45,20 @@ Response = TypeVar("Response")
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
-class TooManyStreamsError(Exception):
-    """The token has as many streams open at this gateway as it may."""
-
-
-STATUS_OF: dict[type[BaseException], grpc.StatusCode] = {
-    InvalidFieldError: grpc.StatusCode.INVALID_ARGUMENT,
-    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
-    RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    OrderNotFoundError: grpc.StatusCode.NOT_FOUND,
-    SymbolHaltedError: grpc.StatusCode.FAILED_PRECONDITION,
-    AccountKilledError: grpc.StatusCode.FAILED_PRECONDITION,
-    ShardUnavailableError: grpc.StatusCode.UNAVAILABLE,
-    HistoryUnavailableError: grpc.StatusCode.OUT_OF_RANGE,
-}
-"""The gRPC status of every failure a request can meet (anything else is INTERNAL)."""
-
-
 async def _fail(context: Context, error: BaseException) -> None:
-    status = STATUS_OF.get(type(error))
-    if status is None:
+    """Abort the call with the error's own status, or INTERNAL (details only in the log)."""
+    if not isinstance(error, RaytradeError) or error.status == "INTERNAL":
         incident = uuid.uuid4().hex[:12]
         log.error("internal error %s", incident, exc_info=error)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (logged as {incident})")
         return
-    if isinstance(error, RateLimitedError):
-        context.set_trailing_metadata(
-            (("retry-after-ms", str(max(1, round(error.retry_after_s * 1000)))),)
-        )
-    await context.abort(status, str(error))
+    # the exact class travels too, so a client can catch `SymbolHaltedError`, not only its
+    # status's `NotTradableError` (protocols.errors.from_status)
+    trailing: list[tuple[str, str]] = [(ERROR_KIND_KEY, type(error).__name__)]
+    if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
+        trailing.append(("retry-after-ms", str(max(1, round(error.retry_after_s * 1000)))))
+    context.set_trailing_metadata(tuple(trailing))
+    await context.abort(grpc.StatusCode[error.status], error.details)
 
 
 def _unary(
@@ -131,6 +105,9 @@ class _Base:
         self.converter = converter
         self.config = config
 
+    def _now_ns(self) -> int:
+        return self.core.clock.time_ns()
+
     def _principal(self, context: Context) -> Principal:
         return self.tokens.authenticate(context.invocation_metadata())
 
@@ -156,7 +133,8 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
     ) -> None:
         super().__init__(core, tokens, converter, config)
         self._streams: Counter[str] = Counter()
-        self.settings = StreamSettings(heartbeat_s=config.heartbeat_s)
+        self.settings = StreamSettings(heartbeat_s=config.heartbeat_s,
+                                       clock=core.clock.monotonic)
 
     # ---------------------------------------------------------------- orders
 
@@ -165,11 +143,11 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.NewOrderRequest, context: Context
     ) -> pb.SubmitOrderResponse:
         principal = self._principal(context)
-        command = self.converter.new_order(request, principal.only_account, time.time_ns())
+        command = self.converter.new_order(request, principal.only_account, self._now_ns())
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         self.core.check_tradable(command)
-        shard, events = await self.core.submit(command)
+        shard, events = await self.core.route_to_shard(command)
         return pb.SubmitOrderResponse(
             reports=self.converter.reports(events, shard, (command.account,))
         )
@@ -180,14 +158,14 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
     ) -> pb.SubmitOrdersResponse:
         principal = self._principal(context)
         batch = self.converter.new_orders(
-            request.orders, principal.only_account, time.time_ns(), self.config.max_batch_orders
+            request.orders, principal.only_account, self._now_ns(), self.config.max_batch_orders
         )
         per_account = Counter(batch.accounts)
         principal.check_accounts(per_account)
         for account, count in per_account.items():
             self.core.take_rate(account, count)
         self.core.check_batch_tradable(batch.accounts, batch.symbols, batch.shards)
-        results = await self.core.submit_many(batch.rows, batch.shards)
+        results = await self.core.route_many(batch.rows, batch.shards)
         return self.converter.submit_orders_response([events for _, events in results])
 
     @_unary
@@ -195,11 +173,11 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.CancelOrderRequest, context: Context
     ) -> pb.CancelOrderResponse:
         principal = self._principal(context)
-        command = self.converter.cancel(request, principal.only_account, time.time_ns())
+        command = self.converter.cancel(request, principal.only_account, self._now_ns())
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         self.core.check_order_shard(command.symbol, command.order_id)
-        shard, events = await self.core.submit(command)
+        shard, events = await self.core.route_to_shard(command)
         return pb.CancelOrderResponse(
             reports=self.converter.reports(events, shard, (command.account,))
         )
@@ -209,12 +187,12 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.ReplaceOrderRequest, context: Context
     ) -> pb.ReplaceOrderResponse:
         principal = self._principal(context)
-        command = self.converter.replace(request, principal.only_account, time.time_ns())
+        command = self.converter.replace(request, principal.only_account, self._now_ns())
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         self.core.check_order_shard(command.symbol, command.order_id)
         self.core.check_tradable(command)
-        shard, events = await self.core.submit(command)
+        shard, events = await self.core.route_to_shard(command)
         return pb.ReplaceOrderResponse(
             reports=self.converter.reports(events, shard, (command.account,))
         )
@@ -224,7 +202,7 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.MassCancelRequest, context: Context
     ) -> pb.MassCancelResponse:
         principal = self._principal(context)
-        command = self.converter.mass_cancel(request, principal.only_account, time.time_ns())
+        command = self.converter.mass_cancel(request, principal.only_account, self._now_ns())
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         results = await self.core.route(command)
@@ -344,9 +322,9 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
     async def _cancel_on_disconnect(self, accounts: list[str]) -> None:
         for account in accounts:
             request = pb.MassCancelRequest(
-                account=account, client_order_id=f"disconnect-{time.time_ns()}"
+                account=account, client_order_id=f"disconnect-{self._now_ns()}"
             )
-            command = self.converter.mass_cancel(request, None, time.time_ns())
+            command = self.converter.mass_cancel(request, None, self._now_ns())
             try:
                 results = await self.core.route(command)
                 cancelled = sum(
@@ -397,14 +375,14 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
         return principal
 
     def _request_id(self, principal: Principal) -> str:
-        return f"admin-{principal.name}-{time.time_ns()}"[:64]
+        return f"admin-{principal.name}-{self._now_ns()}"[:64]
 
     async def _admin_command(
         self, context: Context, build: Callable[[str, int], Command]
     ) -> pb.AdminResponse:
         """Check the admin role, build the command (request id, ingress ts_ns), route it."""
         principal = self._admin(context)
-        command = build(self._request_id(principal), time.time_ns())
+        command = build(self._request_id(principal), self._now_ns())
         return self.converter.admin_response(
             (shard, event) for shard, events in await self.core.route(command)
             for event in events

@@ -25,7 +25,10 @@ memory only for its cursor:
   ring gets fresh snapshots instead (conflation).
 
 Nothing here touches Ray or gRPC: events arrive through `ShardFeed.push`, and the journal
-through the injected `JournalHistory`.
+through the injected `JournalHistory`. Nor does it read the time itself: a feed's gap timer
+and a stream's heartbeat use the monotonic clock they are given (`GatewayCore` passes its
+own), so tests run on a fake one. A stream that cannot resume from its cursor fails with
+`protocols.errors.HistoryUnavailableError`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapp
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from protocols.errors import HistoryUnavailableError
 from protocols.messages import (
     Event,
     KillSwitchSet,
@@ -64,10 +68,6 @@ class History(Protocol):
     def events(self, from_seq: int, to_seq: int | None = None) -> Iterator[list[Event]]:
         """Yield the events ``from_seq..to_seq`` batch by batch."""
         ...
-
-
-class HistoryUnavailableError(LookupError):
-    """Events a stream needs are neither in the gateway's ring nor in the journal."""
 
 
 class Notifier:
@@ -258,7 +258,8 @@ class ShardFeed:
         while self._waiting:
             usable = [first for first in self._waiting if first <= self.next_seq]
             if not usable:
-                self.gap_since = self.gap_since or self.clock()
+                if self.gap_since is None:  # not `or`: 0.0 is a valid reading
+                    self.gap_since = self.clock()
                 return folded
             for first in sorted(usable):
                 last, payload = self._waiting.pop(first)
@@ -375,6 +376,8 @@ class StreamSettings:
 
     heartbeat_s: float = 1.0
     max_events_per_chunk: int = 4096
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic seconds, for the heartbeat (a fake one in tests)."""
 
 
 async def follow_executions(
@@ -395,7 +398,8 @@ async def follow_executions(
         shard: after_seq.get(shard, feed.next_seq - 1) for shard, feed in feeds.items()
     }
     yield ExecutionChunk([], dict(cursor))
-    last_sent = time.monotonic()
+    clock = settings.clock
+    last_sent = clock()
     limit = settings.max_events_per_chunk
     while True:
         parts: list[tuple[int, list[Event]]] = []
@@ -407,7 +411,7 @@ async def follow_executions(
             if events is None:  # older than the ring: from the journal
                 async for chunk in _from_journal(feed, accounts, position, cursor, limit):
                     yield chunk
-                    last_sent = time.monotonic()
+                    last_sent = clock()
                 continue
             if events:
                 relevant = [event for event in events if concerns(event, accounts)]
@@ -416,15 +420,15 @@ async def follow_executions(
                     parts.append((shard, relevant))
         if parts:
             yield ExecutionChunk(parts, dict(cursor))
-            last_sent = time.monotonic()
+            last_sent = clock()
             continue
         if any(cursor[shard] < feed.next_seq - 1 for shard, feed in feeds.items()):
             await asyncio.sleep(0)  # more to scan: let other calls run meanwhile
             continue
-        idle = time.monotonic() - last_sent
+        idle = clock() - last_sent
         if idle >= settings.heartbeat_s:
             yield ExecutionChunk([], dict(cursor))
-            last_sent = time.monotonic()
+            last_sent = clock()
             continue
         await notifier.wait(settings.heartbeat_s - idle)
 

@@ -25,27 +25,23 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.clients.grpc_client import (
-    ClientTls,
-    GatewayUnavailableError,
-    InvalidRequestError,
-    LocalBook,
-    NotTradableError,
-    OrderNotFoundError,
-    PermissionDeniedError,
-    RateLimitedError,
-    TradingClient,
-    new_order,
-)
+from cluster.clients.grpc_client import ClientTls, LocalBook, TradingClient, new_order
 from cluster.config import ClusterConfig, InstrumentRegistry
-from cluster.edge.wiring import Cluster, start_cluster
+from cluster.edge.wiring import Cluster, GatewayGroup, start_cluster, start_gateways
 from cluster.gateway.auth import hash_token
 from cluster.gateway.config import GatewayConfig, TlsConfig, TokenEntry
 from cluster.gateway.history import JournalHistory
 from cluster.gateway.streams import concerns
-from cluster.gateway.wiring import GatewayGroup, start_gateways
 from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
+from protocols.errors import (
+    GatewayUnavailableError,
+    InvalidRequestError,
+    NotTradableError,
+    OrderNotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
 

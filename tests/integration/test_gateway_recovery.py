@@ -24,12 +24,11 @@ import ray
 from cluster.clients.grpc_client import ExecutionStream, TradingClient, new_order
 from cluster.clients.ray_client import Client
 from cluster.config import ClusterConfig, InstrumentRegistry
-from cluster.edge.wiring import Cluster, start_cluster
+from cluster.edge.wiring import Cluster, GatewayGroup, start_cluster, start_gateways
 from cluster.gateway.auth import hash_token
 from cluster.gateway.config import GatewayConfig, TokenEntry
 from cluster.gateway.history import JournalHistory
 from cluster.gateway.streams import concerns
-from cluster.gateway.wiring import GatewayGroup, start_gateways
 from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.messages import NewOrder, OrderAccepted, Side
@@ -187,7 +186,6 @@ def test_a_restarted_shard_is_followed_again(deployment: Deployment) -> None:
     trader = TradingClient(deployment.address, "frank-token", retries=15, retry_backoff_s=0.2)
     (accepted,) = trader.submit_order("MSFT", "buy", 1, price=40000)  # retried until back
     assert accepted.order_id
-    driver.forget(1)
     for index in range(20):
         driver.submit([NewOrder(account="frank", client_order_id=f"driver-{index}",
                                 symbol="NVDA", side=Side.BUY, quantity=1, price=11000 + index)])

@@ -1,6 +1,6 @@
 """Coalescing of concurrent requests into per-shard batches, against an in-process shard.
 
-The fake shard is a real `BookActor` without storage, so the replies (``submit_with_ends``)
+The fake shard is a real `BookActor` without storage, so the replies (``apply_batch_with_ends``)
 are the real format; its send function counts calls and can be held open or made to fail.
 """
 
@@ -11,7 +11,8 @@ import asyncio
 import pytest
 
 from actors.book_actor import BookActor
-from cluster.gateway.batching import QueueFullError, ShardBatcher, ShardUnavailableError
+from cluster.gateway.batching import ShardBatcher
+from protocols.errors import QueueFullError, ShardUnavailableError
 from protocols.messages import Event, Instrument, NewOrder, OrderAccepted, OrderRejected, Side
 
 INSTRUMENTS = [Instrument(symbol="AAPL")]
@@ -34,7 +35,7 @@ class FakeShard:
             await self.gate.wait()
         if self.failure is not None:
             raise self.failure
-        return self.book.submit_with_ends(payload)
+        return self.book.apply_batch_with_ends(payload)
 
 
 def buy(client_order_id: str, quantity: int = 1) -> NewOrder:
@@ -49,7 +50,7 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_events() -> None:
         shard = FakeShard()
         batcher = ShardBatcher(0, shard.send)
         replies = await asyncio.gather(*(
-            batcher.submit([buy(f"c{i}"), buy(f"d{i}")]) for i in range(50)
+            batcher.enqueue([buy(f"c{i}"), buy(f"d{i}")]) for i in range(50)
         ))
         return shard.batches, replies
 
@@ -70,9 +71,9 @@ def test_requests_that_arrive_during_a_call_wait_for_it_and_go_together() -> Non
         shard = FakeShard()
         shard.gate = asyncio.Event()
         batcher = ShardBatcher(0, shard.send, max_in_flight=1)
-        first = asyncio.ensure_future(batcher.submit([buy("first")]))
+        first = asyncio.ensure_future(batcher.enqueue([buy("first")]))
         await asyncio.sleep(0.01)
-        later = [asyncio.ensure_future(batcher.submit([buy(f"later-{i}")])) for i in range(20)]
+        later = [asyncio.ensure_future(batcher.enqueue([buy(f"later-{i}")])) for i in range(20)]
         await asyncio.sleep(0.01)
         assert batcher.queued == 20 and batcher.in_flight == 1
         shard.gate.set()
@@ -89,9 +90,9 @@ def test_a_second_batch_leaves_after_the_linger_when_two_may_be_in_flight() -> N
         shard = FakeShard()
         shard.gate = asyncio.Event()
         batcher = ShardBatcher(0, shard.send, max_in_flight=2, linger_s=0.005)
-        first = asyncio.ensure_future(batcher.submit([buy("first")]))
+        first = asyncio.ensure_future(batcher.enqueue([buy("first")]))
         await asyncio.sleep(0.001)
-        second = asyncio.ensure_future(batcher.submit([buy("second")]))
+        second = asyncio.ensure_future(batcher.enqueue([buy("second")]))
         await asyncio.sleep(0.05)
         sent = list(shard.batches)
         shard.gate.set()
@@ -108,7 +109,7 @@ def test_batches_are_capped_and_keep_requests_whole_and_in_order() -> None:
         shard = FakeShard()
         batcher = ShardBatcher(0, shard.send, max_batch_commands=10, max_in_flight=1)
         replies = await asyncio.gather(*(
-            batcher.submit([buy(f"r{i}-{j}") for j in range(4)]) for i in range(6)
+            batcher.enqueue([buy(f"r{i}-{j}") for j in range(4)]) for i in range(6)
         ))
         order_ids = [events[0].order_id for reply in replies for events in reply]  # type: ignore[union-attr]
         return shard.batches, order_ids
@@ -125,12 +126,12 @@ def test_a_full_queue_refuses_new_requests() -> None:
         shard = FakeShard()
         shard.gate = asyncio.Event()
         batcher = ShardBatcher(0, shard.send, max_in_flight=1, max_queued=5)
-        first = asyncio.ensure_future(batcher.submit([buy("x")]))
+        first = asyncio.ensure_future(batcher.enqueue([buy("x")]))
         await asyncio.sleep(0.01)
-        waiting = asyncio.ensure_future(batcher.submit([buy(f"w{i}") for i in range(5)]))
+        waiting = asyncio.ensure_future(batcher.enqueue([buy(f"w{i}") for i in range(5)]))
         await asyncio.sleep(0)
         with pytest.raises(QueueFullError):
-            await batcher.submit([buy("one-too-many")])
+            await batcher.enqueue([buy("one-too-many")])
         shard.gate.set()
         await asyncio.gather(first, waiting)
 
@@ -145,11 +146,11 @@ def test_a_failed_call_fails_every_request_in_it() -> None:
         shard.failure = ShardUnavailableError(0, "restarting")
         batcher = ShardBatcher(0, shard.send)
         results = await asyncio.gather(
-            *(batcher.submit([buy(f"c{i}")]) for i in range(3)), return_exceptions=True
+            *(batcher.enqueue([buy(f"c{i}")]) for i in range(3)), return_exceptions=True
         )
         assert all(isinstance(result, ShardUnavailableError) for result in results)
         shard.failure = None
-        (events,) = await batcher.submit([buy("c0")])
+        (events,) = await batcher.enqueue([buy("c0")])
         assert isinstance(events[0], OrderAccepted)  # the failed batch was never applied
 
     asyncio.run(scenario())
@@ -162,10 +163,10 @@ def test_a_request_cancelled_before_its_batch_leaves_is_not_sent() -> None:
         shard = FakeShard()
         shard.gate = asyncio.Event()
         batcher = ShardBatcher(0, shard.send, max_in_flight=1)
-        first = asyncio.ensure_future(batcher.submit([buy("first")]))
+        first = asyncio.ensure_future(batcher.enqueue([buy("first")]))
         await asyncio.sleep(0.01)
-        doomed = asyncio.ensure_future(batcher.submit([buy("doomed")]))
-        kept = asyncio.ensure_future(batcher.submit([buy("kept")]))
+        doomed = asyncio.ensure_future(batcher.enqueue([buy("doomed")]))
+        kept = asyncio.ensure_future(batcher.enqueue([buy("kept")]))
         await asyncio.sleep(0.01)
         doomed.cancel()
         shard.gate.set()
@@ -182,7 +183,7 @@ def test_replies_are_offered_to_the_feed() -> None:
         seen: list[Event] = []
         shard = FakeShard()
         batcher = ShardBatcher(0, shard.send, on_reply=seen.extend)
-        await batcher.submit([buy("a"), buy("a")])
+        await batcher.enqueue([buy("a"), buy("a")])
         return seen
 
     events = asyncio.run(scenario())

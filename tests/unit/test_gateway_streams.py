@@ -186,6 +186,23 @@ def test_replies_and_pushes_of_the_same_batch_fold_once() -> None:
     assert len(feed.ring.after(0, 10**6) or []) == engine.next_seq - 1
 
 
+def test_a_gap_is_timed_from_its_start_on_the_feed_clock() -> None:
+    """The feed notes when a gap opened on its injected clock (0.0 included) and keeps that
+    time while later batches arrive; the gap closing clears it."""
+    now = [0.0]
+    _, batches = flow(4, 6)
+    feed = ShardFeed(0, ["AAPL", "MSFT"], ring_events=1000, history=None,
+                     clock=lambda: now[0])
+    empty_start(feed)
+    for events in batches[1:3]:
+        feed.push(events[0].seq, events[-1].seq, encode(events))
+        assert feed.gap_since == 0.0
+        now[0] += 5.0
+    first = batches[0]
+    feed.push(first[0].seq, first[-1].seq, encode(first))
+    assert feed.gap_since is None and feed.next_seq == batches[2][-1].seq + 1
+
+
 # ------------------------------------------------------------------------------ executions
 
 
@@ -327,5 +344,38 @@ def test_market_data_snapshot_and_deltas_reproduce_the_book() -> None:
         assert sorted(book[Side.BUY].items(), reverse=True) == [(p, q) for p, q, _ in bids]
         assert sorted(book[Side.SELL].items()) == [(p, q) for p, q, _ in asks]
         assert trades > 0
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_stream_beats_when_its_clock_says_so() -> None:
+    """With no news, an execution stream sends an empty chunk once ``heartbeat_s`` has passed
+    on its clock, and not before, however often it is woken."""
+
+    async def scenario() -> None:
+        now = [100.0]
+        notifier = Notifier()
+        feed = ShardFeed(0, ["AAPL"], ring_events=1000, history=None, on_change=notifier.notify)
+        empty_start(feed)
+        stream = follow_executions({0: feed}, None, {}, notifier,
+                                   StreamSettings(heartbeat_s=3600.0, clock=lambda: now[0]))
+
+        async def settle() -> None:  # let the stream run until it waits for news again
+            for _ in range(20):
+                await asyncio.sleep(0)
+
+        opening = await anext(stream)
+        beat = asyncio.ensure_future(anext(stream))
+        for _ in range(3):
+            await settle()
+            now[0] += 1000.0
+            notifier.notify()
+            await settle()
+            assert not beat.done()
+        now[0] += 600.0
+        notifier.notify()
+        chunk = await asyncio.wait_for(beat, 1.0)
+        assert chunk.parts == [] and chunk.cursor == opening.cursor
+        await stream.aclose()
 
     asyncio.run(scenario())
