@@ -2,33 +2,59 @@
 
     raytrade up      [--shards N] [--gateway FILE | --dev-accounts A B]   serve until Ctrl-C
     raytrade demo    [--orders N] [--seed S] [--shards N] ...           simulate and summarise
-    raytrade status  [--namespace NS]                                   a running cluster's state
+    raytrade status  [--address HOST:PORT] [--namespace NS]             a running cluster's state
 
 ``up`` and ``demo`` start a private local Ray (small ``num_cpus``, no dashboard) with the shard
-actors in it; ``status`` connects to the Ray that ``up`` started on this machine.
+actors in it; ``status`` joins the Ray that ``up`` started (on this machine, or by address).
+
+``up`` and ``demo`` run in phases: check (arguments, configuration, the data dir, the gateways'
+ports; no Ray yet) -> start Ray -> start the cluster -> trade or serve -> stop. A user's mistake
+is caught in the first phase, in well under a second. Whatever phase an interrupt arrives in,
+one ``finally`` stops what was started: the cluster, Ray (and every process Ray started), the
+demo's temporary data dir.
+
+Exit status::
+
+    0    done (for ``up``: stopped by Ctrl-C or SIGTERM once it served, everything stopped)
+    1    a cluster could not be reached or did not answer (the message says which)
+    2    bad arguments, configuration or data dir, or a gateway port in use; nothing started
+    130  interrupted by Ctrl-C (143: SIGTERM) before it was done (a demo, or ``up`` still
+         starting), after stopping whatever had started
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import logging
 import os
+import shlex
 import signal
+import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from cluster.config import ClusterConfig, ConfigError, InstrumentRegistry, load_cluster_config
+from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, load_cluster_config
+from cluster.edge.local_run import Interrupted, LocalRun, raise_interrupted
 from cluster.research.flow import FlowConfig, iter_flow
+from cluster.storage import layout
+from protocols.errors import (
+    ClusterUnreachableError,
+    ConfigError,
+    GatewayStartError,
+    PortInUseError,
+    RaytradeError,
+)
 from protocols.messages import (
     Event,
     OrderAccepted,
@@ -40,6 +66,13 @@ from protocols.messages import (
 
 log = logging.getLogger("raytrade")
 
+_DEFAULTS = ClusterConfig()
+_DEV_PORT = 50051
+_STATUS_TIMEOUT_S = 10.0
+
+
+# ------------------------------------------------------------------------------ checks
+
 
 def _cluster_config(args: argparse.Namespace) -> ClusterConfig:
     return load_cluster_config(
@@ -48,61 +81,172 @@ def _cluster_config(args: argparse.Namespace) -> ClusterConfig:
     )
 
 
+def _checked_registry(args: argparse.Namespace, config: ClusterConfig) -> InstrumentRegistry:
+    """Load the instruments and check their shard pins against the shard count."""
+    registry = InstrumentRegistry.load(args.instruments)
+    try:
+        ShardMap(config.shards, dict(registry.pins))
+    except ConfigError as error:
+        source = args.instruments or "the packaged instruments"
+        raise ConfigError(f"{source}: {error}") from error
+    return registry
+
+
+def _check_ports(gateways: Sequence[Any]) -> None:
+    """Raise `PortInUseError` if another process holds the port of a configured gateway.
+
+    Checked by binding the port for a moment, the way the gateway will; a port in TIME_WAIT
+    counts as free (``SO_REUSEADDR``), as it does for gRPC.
+    """
+    seen: dict[tuple[str, int], int] = {}
+    for index, gateway in enumerate(gateways):
+        if gateway.port == 0:  # any free port
+            continue
+        key = (gateway.host, gateway.port)
+        if key in seen:
+            raise ConfigError(f"gateways {seen[key]} and {index} both listen on "
+                              f"{gateway.address}")
+        seen[key] = index
+        family = socket.AF_INET6 if ":" in gateway.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((gateway.host, gateway.port))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise PortInUseError(
+                        f"gateway port {gateway.port} ({gateway.address}) is in use by another "
+                        f"process: stop it, or choose another port (--dev-port, or the port "
+                        f"in the gateway TOML)"
+                    ) from error
+                raise GatewayStartError(
+                    f"gateway cannot listen on {gateway.address}: {error.strerror}") from error
+
+
+# ------------------------------------------------------------------------------ commands
+
+
 def _up(args: argparse.Namespace) -> int:
-    from cluster.edge.wiring import start_cluster, start_ray
     from cluster.gateway.config import dev_gateway_config, load_gateway_config
 
     config = _cluster_config(args)
-    registry = InstrumentRegistry.load(args.instruments)
+    registry = _checked_registry(args, config)
     gateways = [load_gateway_config(path) for path in args.gateway]
     tokens: dict[str, str] = {}
     if args.dev_accounts:
         dev, tokens = dev_gateway_config(args.dev_accounts, args.dev_port)
         gateways.append(dev)
-    start_ray(num_cpus=args.num_cpus, namespace=config.namespace, quiet=not args.verbose)
-    cluster = start_cluster(config, registry, gateways)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    import ray
-
-    address = ray.get_runtime_context().gcs_address
-    print(f"raytrade is up: {config.shards} shards, {len(registry.instruments)} instruments "
-          f"({', '.join(registry.symbols)}), namespace {config.namespace!r}, Ray at {address}, "
-          f"data in {Path(config.data_dir).resolve()}.")
-    for name, gateway in zip(cluster.topology.gateways, gateways, strict=True):
-        status = ray.get(cluster.handle(name).status.remote())
-        print(f"{name}: gRPC on {status['address']} "
-              f"({'TLS' if gateway.tls else 'plaintext, loopback'})")
-    for account, token in tokens.items():
-        print(f"token for {account}: {token}")
-    print(f"`raytrade status --address {address}` shows the shards and supervisors; from "
-          f"Python: cluster.edge.wiring.connect({config.namespace!r}, {address!r}). Ctrl-C stops.",
-          flush=True)
+    _check_ports(gateways)
+    layout.check_data_dir(config.data_dir, config.shards)
+    run = LocalRun(verbose=args.verbose)
     try:
-        while not stop.wait(1.0):
-            pass
+        layout.write_manifest(config.data_dir, config.shards)
+        address = run.start_ray(args.num_cpus, config.namespace)
+        cluster = run.start_cluster(config, registry, gateways)
+        print(f"raytrade is up: {config.shards} shards, {len(registry.instruments)} instruments "
+              f"({', '.join(registry.symbols)}), namespace {config.namespace!r}, Ray at "
+              f"{address}, data in {Path(config.data_dir).resolve()}.")
+        if gateways:
+            from cluster.edge.handles import GatewayHandle
+
+            for name, gateway in zip(cluster.topology.gateways, gateways, strict=True):
+                status = GatewayHandle(name, config.namespace).status().result(30.0)
+                print(f"{name}: gRPC on {status['address']} "
+                      f"({'TLS' if gateway.tls else 'plaintext, loopback'})")
+        for account, token in tokens.items():
+            print(f"token for {account}: {token}")
+        for line in connect_hints(config.namespace, address):
+            print(line)
+        print("Ctrl-C stops.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)  # the signal handler raises Interrupted
+        except Interrupted as stop:
+            # the way to stop a server: a clean stop, exit 0 (a service manager's SIGTERM too)
+            print(f"stopping ({signal.Signals(stop.signum).name}) ...", flush=True)
     finally:
-        print("stopping ...", flush=True)
-        cluster.stop()
-        ray.shutdown()
-        print("stopped.")
+        run.close()
+    print("stopped.", flush=True)
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    if args.address:
-        # Ray reads this when it is imported: with an explicit address and token
-        # authentication (on by default in Ray 2.60) the driver must know before that
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from cluster.clients.ray_client import Client
+def connect_hints(namespace: str, address: str) -> list[str]:
+    """Return the lines that tell a user how to reach a running cluster from another shell.
+
+    Each is a complete command, to be pasted as it is (with raytrade's virtualenv active).
+    """
+    code = (f"from cluster.edge.wiring import connect; "
+            f"print(connect({json.dumps(namespace)}, {json.dumps(address)}).shards, "
+            f"{json.dumps('shards up')})")
+    return [
+        "from another shell: raytrade status --address "
+        f"{shlex.quote(address)} --namespace {shlex.quote(namespace)}",
+        f"from Python: python -c {shlex.quote(code)}",
+    ]
+
+
+def _connect_within(namespace: str, address: str, timeout_s: float) -> Any:
+    """Connect to a running cluster, giving up after ``timeout_s`` whatever Ray does.
+
+    Ray's own connect keeps retrying, for minutes, an address where something listens but no
+    Ray answers: it runs in a daemon thread here, and past the wait the process ends at once
+    (``os._exit``: an interpreter shutdown would wait for Ray's exit hooks, stuck the same way).
+    """
     from cluster.edge.wiring import connect
 
-    cluster = connect(namespace=args.namespace, address=args.address or "auto")
+    outcome: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(connect(namespace, address, timeout_s=timeout_s))
+        except BaseException as error:  # handed to the main thread, which raises it
+            outcome.append(error)
+
+    # Ray warns that a driver started off the main thread has no SIGTERM handler: this one
+    # needs none (the main thread handles signals), so the warning is noise
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: "SIGTERM handler is not set" not in record.getMessage())
+    thread = threading.Thread(target=attempt, name="raytrade-connect", daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout_s + 1.0)  # connect's own checks get their whole wait first
+    except KeyboardInterrupt:
+        if thread.is_alive():
+            _exit_now(130, "raytrade: interrupted (SIGINT)")
+        raise
+    if not outcome:
+        where = "on this machine" if address == "auto" else f"at {address}"
+        _exit_now(1, f"raytrade: no Ray answered {where} within {timeout_s:g} s (something "
+                     f"listens there, but not a Ray that answers; is it the address `raytrade "
+                     f"up` printed?)")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _exit_now(status: int, message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cluster.clients.ray_client import Client
+
+    try:
+        cluster = _connect_within(args.namespace, args.address or "auto", args.timeout)
+    except ClusterUnreachableError as error:
+        if args.address:
+            raise
+        raise ClusterUnreachableError(
+            "no raytrade cluster is running on this machine (no Ray found); start one with "
+            "`raytrade up`, or pass --address HOST:PORT"
+        ) from error
     client = Client(cluster)
     for row in client.status():
-        print("shard {shard}: {symbols}, next event {next_seq}, {batches} batches, {commands} "
-              "commands since start, {resting_orders} resting orders".format(**row))
+        print(f"shard {row.shard}: {row.symbols}, next event {row.next_seq}, {row.batches} "
+              f"batches, {row.commands} commands since start, {row.resting_orders} resting "
+              f"orders" + (f", FAILED: {row.failed}" if row.failed else ""))
     for status in cluster.supervision():
         intensity = status["intensity"]
         print(f"{status['name']}: {status['state']} ({status['strategy']}, "
@@ -118,34 +262,41 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cluster.clients.ray_client import Client
-    from cluster.edge.wiring import start_cluster, start_ray
-
-    # A simulation starts from empty books: journals go to a fresh temporary folder unless
-    # --data-dir names one (a second run on the same journals would recover the first run's
-    # state and see its own seeded orders as duplicates).
-    scratch = None if args.data_dir else tempfile.TemporaryDirectory(prefix="raytrade-demo-")
-    if scratch is not None:
-        args.data_dir = scratch.name
-    config = _cluster_config(args)
-    registry = InstrumentRegistry.load(args.instruments)
-    started = time.perf_counter()
-    start_ray(num_cpus=args.num_cpus, namespace=config.namespace, quiet=not args.verbose)
-    cluster = start_cluster(config, registry)
-    print(f"started Ray and {config.shards} shards in {time.perf_counter() - started:.1f} s "
-          f"(journals in {config.data_dir})")
+    run = LocalRun(verbose=args.verbose)
     try:
+        # A simulation starts from empty books: journals go to a fresh temporary folder unless
+        # --data-dir names one (and then only with --resume if it holds journals: a second run
+        # recovers the first run's state and sees its own seeded orders as duplicates).
+        fresh = args.data_dir is None
+        if fresh:
+            args.data_dir = run.scratch_dir()
+        config = _cluster_config(args)
+        registry = _checked_registry(args, config)
+        state = layout.check_data_dir(config.data_dir, config.shards)
+        if state.holds_events and not args.resume:
+            raise ConfigError(
+                f"data dir {state.path} already holds journals: the demo's seeded orders reuse "
+                f"their client order ids, so every one would be rejected as "
+                f"DUPLICATE_CLIENT_ORDER_ID; leave out --data-dir for a fresh temporary one, or "
+                f"pass --resume to run on top of the recorded state anyway"
+            )
+        layout.write_manifest(config.data_dir, config.shards)
+        started = time.perf_counter()
+        run.start_ray(args.num_cpus, config.namespace)
+        cluster = run.start_cluster(config, registry)
+        print(f"started Ray and {config.shards} shards in {time.perf_counter() - started:.1f} s "
+              f"(journals in {config.data_dir}{', temporary' if fresh else ''})")
+        if state.holds_events:
+            print(f"resuming on the journals in {state.path}: orders whose client order ids the "
+                  f"journals already hold are rejected as DUPLICATE_CLIENT_ORDER_ID")
+        from cluster.clients.ray_client import Client
+
         client = Client(cluster)
         summary = _run_flow(client, registry, args)
         client.wait_for_readers()
         _print_summary(client, summary, args, config)
     finally:
-        import ray
-
-        cluster.stop()
-        ray.shutdown()
-        if scratch is not None:
-            scratch.cleanup()
+        run.close()
     return 0
 
 
@@ -214,23 +365,22 @@ def _print_summary(
     if summary.cancels:
         print("  cancels by reason: "
               + ", ".join(f"{name} {count:,}" for name, count in summary.cancels.most_common()))
-    scales = {i.symbol: 10 ** i.price_scale for i in client.cluster.topology.instruments}
+    instruments = client.cluster.topology.instruments
+    scales: dict[str, int] = {i.symbol: 10 ** i.price_scale for i in instruments}
 
-    def money(row: dict[str, Any], field: str) -> str:
-        return f"{Decimal(int(row[field])) / scales[str(row['symbol'])]:>14,.2f}"
+    def money(amount: int, symbol: str) -> Decimal:
+        return Decimal(amount) / scales[symbol]
 
-    positions = client.all_positions()
-    by_pnl = sorted(
-        positions,
-        key=lambda row: -abs(Decimal(int(row["realized_pnl"])) / scales[str(row["symbol"])]),
-    )
-    if by_pnl:
+    by_pnl = sorted(client.all_positions(),
+                    key=lambda row: -abs(money(row.realized_pnl, row.symbol)))
+    if by_pnl and args.top:
         print(f"  top {min(args.top, len(by_pnl))} positions by |realized PnL| "
               f"(in the instrument's currency):")
         for row in by_pnl[: args.top]:
-            print(f"    {row['account']:8} {row['symbol']:8} net {int(row['net_quantity']):>10,}"
-                  f"  realized {money(row, 'realized_pnl')}  unrealized "
-                  f"{money(row, 'unrealized_pnl')}  fees {money(row, 'fees')}")
+            print(f"    {row.account:8} {row.symbol:8} net {row.net_quantity:>10,}"
+                  f"  realized {money(row.realized_pnl, row.symbol):>14,.2f}  unrealized "
+                  f"{money(row.unrealized_pnl, row.symbol):>14,.2f}  fees "
+                  f"{money(row.fees, row.symbol):>14,.2f}")
     latencies = sorted(summary.latencies_ms)
     if latencies:
         p50 = statistics.median(latencies)
@@ -239,64 +389,155 @@ def _print_summary(
               f"{summary.elapsed_s:.1f} s; batch round trip p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
 
+# ------------------------------------------------------------------------------ arguments
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """Return an argparse ``type=`` that accepts whole numbers from ``low`` (to ``high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type=`` for a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        # one line (argparse prints the whole usage first): the error is what the user needs
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # no "(default: None)" or "(default: False)": such options say their default in words
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="raytrade", description="An actor-model trading system on Ray."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more, show Ray's logs")
-    commands = parser.add_subparsers(dest="command", required=True)
+    """Return the parser of the ``raytrade`` command line."""
+    verbose = _Parser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log more, and show Ray's own logs")
+    parser = _Parser(prog="raytrade", description="An actor-model trading system on Ray.",
+                     formatter_class=_HelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log more, and show Ray's own logs (also after the command)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
 
-    def cluster_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--shards", type=int, help="number of shards (default 2)")
-        sub.add_argument("--instruments", type=Path, help="instrument TOML (default: demo set)")
+    def cluster_options(sub: argparse.ArgumentParser, data_dir_help: str) -> None:
+        sub.add_argument("--shards", type=whole_number(1),
+                         help=f"number of shards (default: {_DEFAULTS.shards}, or the --config "
+                              f"file's)")
+        sub.add_argument("--instruments", type=Path,
+                         help="instrument TOML (default: the packaged demo set, "
+                              "cluster/defaults/instruments.toml)")
         sub.add_argument("--config", type=Path, help="TOML file with a [cluster] table")
-        sub.add_argument("--namespace", help="Ray namespace (default raytrade)")
-        sub.add_argument("--data-dir", help="journals and snapshots (default .raytrade)")
-        sub.add_argument("--num-cpus", type=int, default=2, help="CPUs the local Ray may use")
+        sub.add_argument("--namespace",
+                         help=f"Ray namespace (default: {_DEFAULTS.namespace}, or the --config "
+                              f"file's)")
+        sub.add_argument("--data-dir", help=data_dir_help)
+        sub.add_argument("--num-cpus", type=whole_number(1), default=2,
+                         help="CPUs the local Ray may use")
 
-    up = commands.add_parser("up", help="start a local cluster and serve until Ctrl-C")
-    cluster_options(up)
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text,
+                                   parents=[verbose], formatter_class=_HelpFormatter)
+
+    up = command("up", "start a local cluster and serve until Ctrl-C")
+    cluster_options(up, f"journals and snapshots (default: {_DEFAULTS.data_dir}, or the "
+                        f"--config file's)")
     up.add_argument("--gateway", type=Path, action="append", default=[],
                     help="gRPC gateway TOML (repeat for several gateways; see docs/GATEWAY.md)")
     up.add_argument("--dev-accounts", nargs="+", metavar="ACCOUNT",
                     help="also run a loopback plaintext gateway with fresh tokens for these "
                          "accounts and an admin, printed once (for trying the API)")
-    up.add_argument("--dev-port", type=int, default=50051, help="port of the dev gateway")
+    up.add_argument("--dev-port", type=whole_number(0, 65535), default=_DEV_PORT,
+                    help="port of the dev gateway; 0 picks a free one")
     up.set_defaults(run=_up)
 
-    demo = commands.add_parser("demo", help="start a local cluster, simulate traders, summarise")
-    cluster_options(demo)
-    demo.add_argument("--orders", type=int, default=100_000, help="commands to send")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--accounts", type=int, default=20)
-    demo.add_argument("--batch", type=int, default=1000, help="commands per batch")
-    demo.add_argument("--in-flight", type=int, default=4, help="batches in flight")
-    demo.add_argument("--top", type=int, default=5, help="positions to list")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo = command("demo", "start a local cluster, simulate traders, summarise")
+    cluster_options(demo, "journals and snapshots (default: a fresh temporary folder, removed "
+                          "at the end)")
+    demo.add_argument("--resume", action="store_true",
+                      help="run even if --data-dir already holds journals (their orders' client "
+                           "order ids make the seeded ones duplicates)")
+    demo.add_argument("--orders", type=whole_number(1), default=100_000,
+                      help="commands to send")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulated flow")
+    demo.add_argument("--accounts", type=whole_number(1), default=20,
+                      help="simulated trading accounts")
+    demo.add_argument("--batch", type=whole_number(1), default=1000, help="commands per batch")
+    demo.add_argument("--in-flight", type=whole_number(1), default=4,
+                      help="batches sent and not yet answered")
+    demo.add_argument("--top", type=whole_number(0), default=5, help="positions to list")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
 
-    status = commands.add_parser("status", help="show a running cluster's shards and supervisors")
-    status.add_argument("--namespace", default="raytrade")
-    status.add_argument("--address", help="Ray address printed by `raytrade up` (default: auto)")
+    status = command("status", "show a running cluster's shards and supervisors")
+    status.add_argument("--namespace", default=_DEFAULTS.namespace, help="Ray namespace")
+    status.add_argument("--address",
+                        help="HOST:PORT of the Ray that `raytrade up` printed (default: the Ray "
+                             "started last on this machine)")
+    status.add_argument("--timeout", type=positive_seconds, default=_STATUS_TIMEOUT_S,
+                        help="seconds to wait for Ray to answer")
     status.set_defaults(run=_status)
 
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _configure_logging(verbose: bool) -> None:
+    """Show raytrade's warnings only (everything with -v); keep Ray's logs off the terminal.
+
+    Ray's loggers and its C++ core read their levels when ray is imported and ``ray.init``
+    runs (`cluster.edge.handles` passes ``log_to_driver`` and ``logging_level``); this runs
+    before either.
+    """
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``raytrade`` command line; return its exit status (see the module docstring)."""
+    for handled in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(handled, raise_interrupted)
     try:
+        args = build_parser().parse_args(argv)
+        _configure_logging(args.verbose)
         result: int = args.run(args)
-    except ConfigError as error:
+    except (ConfigError, GatewayStartError) as error:
         print(f"raytrade: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except RaytradeError as error:  # ClusterError and what a running cluster answers
+        print(f"raytrade: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as error:
+        signum: int = error.signum if isinstance(error, Interrupted) else signal.SIGINT
+        print(f"raytrade: interrupted ({signal.Signals(signum).name}); everything it started "
+              f"is stopped", file=sys.stderr)
+        return 128 + signum
     return result
 
 
