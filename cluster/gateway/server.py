@@ -13,17 +13,24 @@ Transport settings applied here:
 * message size limits both ways, a cap on concurrent calls (beyond it gRPC answers
   RESOURCE_EXHAUSTED), keepalive pings so dead clients free their streams;
 * ``SO_REUSEPORT`` off, so a second process cannot silently share the port (a restarted
-  gateway's predecessor may still be alive for a moment).
+  gateway's predecessor may still be alive for a moment); a port that is taken raises
+  `PortInUseError` naming ``host:port``, any other failure to bind or to read the TLS files
+  `GatewayStartError` (both from `protocols.errors`);
+* reflection that also answers for a service's methods (`ReflectionPool`), so
+  ``grpcurl describe raytrade.v1.TradingService.SubmitOrder`` works.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -33,6 +40,7 @@ from cluster.gateway.config import GatewayConfig
 from cluster.gateway.core import GatewayCore
 from cluster.gateway.service import AdminService, TradingService
 from protocols.convert import Converter
+from protocols.errors import GatewayStartError, PortInUseError
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
 from protocols.messages import Instrument
@@ -43,8 +51,27 @@ TRADING_SERVICE = pb.DESCRIPTOR.services_by_name["TradingService"].full_name
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
-class GatewayStartError(RuntimeError):
-    """The gateway could not bind its address or load its certificates."""
+class ReflectionPool:
+    """Give server reflection the default descriptor pool, finding methods' files too.
+
+    grpcio-reflection answers ``file_containing_symbol`` with the pool's
+    ``FindFileContainingSymbol``, and protobuf's upb pool finds messages, fields, enums and
+    services there but not a service's methods (grpc/grpc#34743): a method-level
+    ``grpcurl describe`` answered "Symbol not found". This looks a method up by its own name
+    and answers with its service's file; everything else goes to the pool unchanged.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:  # noqa: N802 (the pool's API)
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file
 
 
 def server_credentials(config: GatewayConfig) -> grpc.ServerCredentials | None:
@@ -63,6 +90,22 @@ def server_credentials(config: GatewayConfig) -> grpc.ServerCredentials | None:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def bind_error(host: str, port: int) -> GatewayStartError:
+    """Return the error for a gateway that could not bind ``host:port``, saying why."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind(sockaddr)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            return PortInUseError(f"gateway port {address} is already in use by another process")
+        return GatewayStartError(f"gateway cannot bind {address}: {error.strerror or error}")
+    return GatewayStartError(f"gateway cannot bind {address}")
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -133,29 +176,34 @@ class GatewayServer:
             reflection.enable_server_reflection(
                 [TRADING_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
                 server,
+                pool=ReflectionPool(descriptor_pool.Default()),
             )
-            credentials = server_credentials(self.config)
-            try:
-                if credentials is None:
-                    port = server.add_insecure_port(self.config.address)
-                else:
-                    port = server.add_secure_port(self.config.address, credentials)
-            except RuntimeError as error:
-                raise GatewayStartError(f"cannot bind {self.config.address}: {error}") from error
-            if port == 0:
-                raise GatewayStartError(f"cannot bind {self.config.address}")
+            port = self._bind(server, server_credentials(self.config))
             await server.start()
             self.server = server
-            self.port = int(port)
+            self.port = port
             await self._apply_health(self.core.serving)
             log.info("gateway %s serving on %s:%d (%s)", self.name, self.config.host, port,
-                     "TLS" if credentials else "plaintext")
+                     "TLS" if self.config.tls else "plaintext")
             return self.port
         except Exception as error:
             self.failure = f"{type(error).__name__}: {error}"
             log.exception("gateway %s failed to start", self.name)
             await self.core.stop()
             raise
+
+    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+        address = self.config.address
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:
+            port = 0
+        if port == 0:  # gRPC says only "failed to bind": ask the OS why
+            raise bind_error(self.config.host, self.config.port)
+        return int(port)
 
     def _set_health(self, serving: bool) -> None:
         self.core.spawn(self._apply_health(serving))
