@@ -14,7 +14,7 @@ Exceptions (from `protocols.errors`)::
 from __future__ import annotations
 
 from protocols.errors import InvalidFieldError
-from protocols.reports import ReportBuilder, event_accounts
+from protocols.reports import ReportBuilder
 from protocols.requests import (
     ALL_ACCOUNTS,
     DEFAULT_BOOK_DEPTH,
@@ -44,7 +44,6 @@ __all__ = [
     "WireRow",
     "check_id",
     "check_seq",
-    "event_accounts",
     "new_order_row",
     "shown",
 ]

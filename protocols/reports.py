@@ -35,7 +35,7 @@ from protocols.messages import (
 from protocols.requests import InstrumentSpec
 from protocols.rows import GatewayShardRow, OrderRow, PositionRow
 
-__all__ = ["ReportBuilder", "event_accounts"]
+__all__ = ["ReportBuilder"]
 
 _OPPOSITE: Final = {Side.BUY: Side.SELL, Side.SELL: Side.BUY}
 
@@ -300,16 +300,6 @@ class ReportBuilder:
 
 _REPORTED: Final = (OrderAccepted, OrderRejected, OrderCancelled, OrderReplaced)
 _ADMIN_EVENTS: Final = (SymbolHaltSet, KillSwitchSet, RiskLimitsSet)
-
-
-def event_accounts(event: Event) -> tuple[str, ...]:
-    """Return the accounts an event concerns for execution reports (none for market data)."""
-    kind = type(event)
-    if kind is Trade:
-        return (event.maker_account, event.taker_account)  # type: ignore[union-attr]
-    if kind in _REPORTED:
-        return (event.account,)  # type: ignore[union-attr]
-    return ()
 
 
 def _levels(levels: Sequence[Sequence[int]]) -> list[pb.Level]:

@@ -178,11 +178,6 @@ def ray_address() -> str:
     return address
 
 
-def ray_running() -> bool:
-    """Return whether this process runs or joined a Ray."""
-    return bool(ray.is_initialized())
-
-
 def stop_ray() -> None:
     """Leave (or, if this process started it, stop) this process's Ray."""
     ray.shutdown()

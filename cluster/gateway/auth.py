@@ -51,10 +51,6 @@ class Principal:
             return next(iter(self.accounts))
         return None
 
-    def may_act_for(self, account: str) -> bool:
-        """Return whether the token may trade, cancel and read ``account``."""
-        return self.admin or account in self.accounts
-
     def check_account(self, account: str) -> None:
         """Raise `PermissionDeniedError` unless the token may act for ``account``."""
         if not (self.admin or account in self.accounts):

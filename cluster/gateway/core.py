@@ -24,7 +24,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from actors.core.engine import ORDER_ID_SHARD_BITS
@@ -421,8 +420,3 @@ class GatewayCore:
             ],
             "shard_up": list(self.shard_up),
         }
-
-
-def absolute(path: str) -> str:
-    """Return ``path`` made absolute (a gateway's process may run in another directory)."""
-    return str(Path(path).resolve())
