@@ -8,7 +8,8 @@ the two into the gateway's `Converter`.
 Validation is complete and precise: a request that converts is one the gateway may submit; one
 that does not raises `InvalidFieldError` naming the field (``orders[3].price``) and saying
 why, which the gateway returns as ``INVALID_ARGUMENT``. Conversion never raises anything else
-for any protobuf a client can send.
+for any protobuf a client can send. A decimal price (``price_decimal``) has one spelling,
+parsed in bounded time by `protocols.prices.parse_price` for every request that carries one.
 
 Exceptions (from `protocols.errors`)::
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from protocols.errors import InvalidFieldError
@@ -42,6 +42,7 @@ from protocols.messages import (
     Side,
     TimeInForce,
 )
+from protocols.prices import parse_price
 
 __all__ = [
     "ALL_ACCOUNTS",
@@ -209,8 +210,8 @@ class RequestValidator:
                 raise InvalidFieldError(
                     f"{prefix}price_decimal", "set either price or price_decimal, not both"
                 )
-            price = _parse_decimal(f"{prefix}price_decimal", decimal, spec)
             field = f"{prefix}price_decimal"
+            price = parse_price(field, decimal, spec.scale, spec.instrument.symbol)
         else:
             field = f"{prefix}price"
         if price <= 0:
@@ -496,25 +497,3 @@ def _enum_problem(value: int, allowed: str) -> str:
     if value == 0:
         return f"is required ({allowed})"
     return f"unknown value {value} (expected {allowed})"
-
-
-def _parse_decimal(field: str, text: str, spec: InstrumentSpec) -> int:
-    if len(text) > 40:
-        raise InvalidFieldError(field, f"{shown(text)} is longer than 40 characters")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise InvalidFieldError(field, f"{shown(text)} is not a decimal number") from None
-    if not value.is_finite():
-        raise InvalidFieldError(field, f"{shown(text)} is not a finite number")
-    scaled = value.scaleb(spec.scale)
-    if scaled != scaled.to_integral_value():
-        raise InvalidFieldError(
-            field,
-            f"{shown(text)} has more than {spec.scale} decimal places "
-            f"(price_scale of {spec.instrument.symbol})",
-        )
-    price = int(scaled)
-    if not -INT64_MAX <= price <= INT64_MAX:
-        raise InvalidFieldError(field, f"{shown(text)} is beyond the 64-bit price range")
-    return price

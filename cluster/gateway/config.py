@@ -75,9 +75,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     request_burst: float = 0.0
     """Token bucket size; 0: one second's worth."""
     max_message_bytes: int = 8 << 20
-    """Largest request or response message."""
+    """Largest request or response message. gRPC checks a request's size on the received
+    bytes, before anything decodes it (RESOURCE_EXHAUSTED beyond), so together with
+    ``max_concurrent_rpcs`` it bounds what requests in progress can hold."""
     max_batch_orders: int = 10_000
-    """Most orders in one SubmitOrders call."""
+    """Most orders in one SubmitOrders call: a longer batch is INVALID_ARGUMENT naming this
+    limit before any of its orders is converted."""
     max_concurrent_rpcs: int = 1000
     """Calls in progress at once; beyond, gRPC answers RESOURCE_EXHAUSTED."""
     max_streams_per_token: int = 16

@@ -16,6 +16,8 @@ Transport settings applied here:
   gateway's predecessor may still be alive for a moment); a port that is taken raises
   `PortInUseError` naming ``host:port``, any other failure to bind or to read the TLS files
   `GatewayStartError` (both from `protocols.errors`);
+* request bodies decoded by decoders that cannot raise, so an undecodable body is
+  INVALID_ARGUMENT with a fixed message (`cluster.gateway.service.add_to_server`);
 * reflection that also answers for a service's methods (`ReflectionPool`), so
   ``grpcurl describe raytrade.v1.TradingService.SubmitOrder`` works.
 """
@@ -38,11 +40,10 @@ from cluster.config import ClusterConfig, ShardMap
 from cluster.gateway.auth import TokenRegistry
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.core import GatewayCore
-from cluster.gateway.service import AdminService, TradingService
+from cluster.gateway.service import AdminService, TradingService, add_to_server
 from protocols.convert import Converter
 from protocols.errors import GatewayStartError, PortInUseError
 from protocols.generated import trading_pb2 as pb
-from protocols.generated import trading_pb2_grpc as pb_grpc
 from protocols.messages import Instrument
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,28 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+def add_services(
+    server: grpc.aio.Server,
+    trading: TradingService,
+    admin: AdminService,
+    health_servicer: health.aio.HealthServicer,
+) -> None:
+    """Register the trading, admin, health and reflection services on ``server``.
+
+    The gateway's own services go through `cluster.gateway.service.add_to_server`, not the
+    generated ``add_*_to_server``: those decoders raise on an undecodable body, which gRPC
+    answers UNKNOWN with the exception's text.
+    """
+    add_to_server(trading, TRADING_SERVICE, server)
+    add_to_server(admin, ADMIN_SERVICE, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [TRADING_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server,
+        pool=ReflectionPool(descriptor_pool.Default()),
+    )
+
+
 class GatewayServer:
     """Serve raytrade's gRPC API from the current event loop."""
 
@@ -164,19 +187,12 @@ class GatewayServer:
                 options=[*channel_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)],
                 maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
             )
-            pb_grpc.add_TradingServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                TradingService(self.core, self.tokens, self.converter, self.config), server
-            )
-            pb_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            add_services(
+                server,
+                TradingService(self.core, self.tokens, self.converter, self.config),
                 AdminService(self.core, self.tokens, self.converter, self.config,
                              lambda: self.supervisors),
-                server,
-            )
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-            reflection.enable_server_reflection(
-                [TRADING_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
-                server,
-                pool=ReflectionPool(descriptor_pool.Default()),
+                self.health,
             )
             port = self._bind(server, server_credentials(self.config))
             await server.start()

@@ -7,6 +7,8 @@ its field and says why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,7 +33,13 @@ from protocols.messages import (
     Trade,
     encode,
 )
-from protocols.rows import GatewayShardRow, OrderRow, ShardStatusRow
+from protocols.rows import (
+    GatewayShardRow,
+    OrderRow,
+    ShardStatusRow,
+    SupervisedChildRow,
+    SupervisorStatusRow,
+)
 
 INSTRUMENTS = [
     Instrument(symbol="AAPL", tick_size=1, lot_size=1, price_scale=2),
@@ -149,8 +157,15 @@ def test_price_decimal_converts_exactly(converter: Converter) -> None:
         ({"price": -1}, "price", "must be positive"),
         ({"price": 1, "price_decimal": "1"}, "price_decimal", "not both"),
         ({"price": 0, "price_decimal": "abc"}, "price_decimal", "not a decimal"),
-        ({"price": 0, "price_decimal": "NaN"}, "price_decimal", "not a finite"),
-        ({"price": 0, "price_decimal": "1e400"}, "price_decimal", "64-bit"),
+        ({"price": 0, "price_decimal": "NaN"}, "price_decimal", "not a decimal"),
+        ({"price": 0, "price_decimal": "1e400"}, "price_decimal", "exponent"),
+        ({"price": 0, "price_decimal": "9e999999"}, "price_decimal", "exponent"),
+        ({"price": 0, "price_decimal": "1_89.50"}, "price_decimal", "not a decimal"),
+        ({"price": 0, "price_decimal": "+189.5"}, "price_decimal", "sign"),
+        ({"price": 0, "price_decimal": "-189.5"}, "price_decimal", "negative"),
+        ({"price": 0, "price_decimal": "\uff11\uff18\uff19"}, "price_decimal", "ASCII"),
+        ({"price": 0, "price_decimal": "0"}, "price_decimal", "must be positive"),
+        ({"price": 0, "price_decimal": "99999999999999999999"}, "price_decimal", "64-bit"),
         ({"post_only": True, "time_in_force": pb.TIME_IN_FORCE_IOC}, "post_only", "GTC"),
         ({"order_type": pb.ORDER_TYPE_MARKET}, "price", "market order carries no price"),
         ({"order_type": pb.ORDER_TYPE_MARKET, "price": 0, "post_only": True}, "post_only",
@@ -197,7 +212,7 @@ def test_extreme_integers_are_handled(converter: Converter) -> None:
     side=st.integers(0, 3), order_type=st.integers(0, 3), time_in_force=st.integers(0, 4),
     quantity=st.sampled_from([-1, 0, 1, 1000, 1500, 2**63 - 1]),
     price=st.sampled_from([0, -25, 1, 25, 560000, 560010, 400000, 700025, 2**63 - 1]),
-    price_decimal=st.sampled_from(["", "5600.25", "1.5"]),
+    price_decimal=st.sampled_from(["", "5600.25", "1.5", "1e3", "+5600.25", "5600.250"]),
     post_only=st.booleans(), self_trade_prevention=st.integers(0, 4),
 ))
 def test_the_batch_path_accepts_exactly_what_the_single_path_accepts(
@@ -236,6 +251,35 @@ def test_batch_size_limits(converter: Converter) -> None:
         converter.new_orders([], None, 1, max_orders=10)
     with pytest.raises(InvalidFieldError, match="exceed the limit of 2"):
         converter.new_orders([order()] * 3, None, 1, max_orders=2)
+
+
+PRICE_TEXTS = ["5600.25", "5600.5", "5600.50", "5600.10", "5600.255", "5600.250", "1e999997",
+               "9e999999", "+5600.25", " 5600.25", "5_600.25",
+               "\u0665\u0666\u0660\u0660", "0", "-5600"]
+
+
+@pytest.mark.parametrize("text", PRICE_TEXTS)
+def test_every_rpc_with_a_price_shares_one_parser(converter: Converter, text: str) -> None:
+    """SubmitOrder, SubmitOrders and ReplaceOrder accept the same price strings as the same
+    integer and refuse the others for the same reason, each naming its own field."""
+    def outcome(call: Callable[[], int], field: str) -> tuple[str, int | str]:
+        try:
+            price = call()
+        except InvalidFieldError as error:
+            assert error.field == field
+            return "refused", error.reason
+        return "accepted", price
+
+    fields = {"symbol": "ESZ6", "price": 0, "price_decimal": text}
+    single = outcome(lambda: converter.new_order(order(**fields), None, 1).price, "price_decimal")
+    batch = outcome(lambda: converter.new_orders(
+        [order(client_order_id=f"c-{i}") for i in range(3)] + [order(**fields)], None, 1,
+        max_orders=10).rows[3][6], "orders[3].price_decimal")
+    replace = outcome(lambda: converter.replace(pb.ReplaceOrderRequest(
+        client_order_id="r", symbol="ESZ6", order_id=9, price_decimal=text, quantity=2,
+    ), "alice", 7).price, "price_decimal")
+    assert single == batch == replace
+    assert (single[0] == "accepted") == (text in ("5600.25", "5600.5", "5600.50"))
 
 
 # ------------------------------------------------------------------------------ other requests
@@ -367,8 +411,12 @@ def test_status_reports_each_shard_up_or_down(converter: Converter) -> None:
         GatewayShardRow(shard=1, up=False, error="shard 1 is restarting",
                         killed_accounts=["bob"]),
     ]
-    supervisor = {"name": "sup", "state": "running",
-                  "children": {"book-0": {"up": True, "restarts": 1, "last_error": "x"}}}
+    supervisor = SupervisorStatusRow(
+        name="sup", state="running", strategy="one_for_one", max_restarts=5, within_s=60.0,
+        recent_failures=0, history=[],
+        children=[SupervisedChildRow(name="book-0", state="up", up=True, restarts=1, offset=0,
+                                     last_error="x")],
+    )
     response = converter.status("gw", shards, [supervisor])
     up, down = response.shards
     assert (up.up, list(up.symbols), up.next_seq, up.resting_orders) == (True, ["AAPL"], 9, 2)

@@ -18,7 +18,7 @@ from cluster.gateway.auth import RateLimiter, TokenRegistry, hash_token
 from cluster.gateway.batching import ShardBatcher
 from cluster.gateway.config import GatewayConfig, TokenEntry, load_gateway_config
 from cluster.gateway.core import GatewayCore
-from cluster.gateway.service import TradingService, _fail
+from cluster.gateway.service import TradingService, _refuse
 from protocols.convert import Converter
 from protocols.errors import (
     AccountKilledError,
@@ -173,7 +173,7 @@ accounts = ["alice"]
 
 
 class FakeContext:
-    """The part of a ``grpc.aio.ServicerContext`` the services use; records the abort."""
+    """The part of a ``grpc.aio.ServicerContext`` the services use; records the status."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]] = ()) -> None:
         self.metadata = tuple(metadata)
@@ -187,13 +187,15 @@ class FakeContext:
     def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self.trailing = metadata
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.code, self.details = code, details
-        raise grpc.aio.AbortError()
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
 
 
 class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs: Any
-    """A failed call as a client sees it, made from what the gateway aborted with."""
+    """A failed call as a client sees it, made from the status the gateway set."""
 
     def __init__(self, context: FakeContext) -> None:
         self.context = context
@@ -211,12 +213,7 @@ class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs:
 def answer(error: BaseException) -> FakeContext:
     """Return the context after the gateway answered a call that failed with ``error``."""
     context = FakeContext()
-
-    async def fail() -> None:
-        with pytest.raises(grpc.aio.AbortError):
-            await _fail(context, error)
-
-    asyncio.run(fail())
+    _refuse(context, error)  # type: ignore[arg-type]
     return context
 
 
@@ -339,8 +336,8 @@ def test_the_gateway_stamps_and_limits_on_its_injected_clock(tmp_path: Path) -> 
     async def scenario() -> None:
         reply = await service.SubmitOrder(order("first"), context)
         assert [report.ts_ns for report in reply.reports] == [clock.wall_ns]
-        with pytest.raises(grpc.aio.AbortError):  # one a second, and no time has passed
-            await service.SubmitOrder(order("second"), context)
+        # one a second, and no time has passed: the status is set and no reply is sent
+        assert await service.SubmitOrder(order("second"), context) is None
         assert context.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert ("retry-after-ms", "1000") in context.trailing
         clock.monotonic_s += 1.0
