@@ -8,6 +8,9 @@ of the shard's engine, started from the newest snapshot and fed the journaled ba
 the very events and books the live shard made.
 
 These functions block (disk and CPU): the gateway runs them in a worker thread.
+
+The journal is also the authority on where a shard's log ends (every event is journaled
+before it is published): `JournalHistory.last_seq` lets a stream refuse a cursor beyond it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 
 import msgspec
 
+from cluster.storage.journal_files import numbered_segments
+from cluster.storage.journal_readers import JournalWalk
 from cluster.storage.shard import ShardReplay, replay_events
 from protocols.messages import Event, Instrument
 
@@ -32,6 +37,8 @@ class ShardView(msgspec.Struct, frozen=True, kw_only=True):
     """Per symbol, (bids, asks) as ``(price, quantity, order_count)``, best first."""
     halted_symbols: list[str]
     killed_accounts: list[str]
+    client_order_ids: list[tuple[str, str]] = []
+    """The shard's idempotency window there, (account, client order id), oldest first."""
 
 
 class JournalHistory:
@@ -50,7 +57,8 @@ class JournalHistory:
         self.client_order_id_window = client_order_id_window
 
     def view(self) -> ShardView:
-        """Replay the journal to its end; return the books, halts and kill switches there."""
+        """Replay the journal to its end; return the books, halts, kill switches and the
+        idempotency window there."""
         replay = ShardReplay(self.directory, self.shard, self.instruments,
                              client_order_id_window=self.client_order_id_window)
         for _ in replay.batches():
@@ -60,6 +68,8 @@ class JournalHistory:
             books={symbol: book.l2(FULL_DEPTH) for symbol, book in replay.engine.books.items()},
             halted_symbols=replay.risk.halted_symbols(),
             killed_accounts=replay.risk.killed_accounts(),
+            client_order_ids=[(account, client_order_id) for account, client_order_id, _, _
+                              in replay.engine.remembered()],
         )
 
     def events(self, from_seq: int, to_seq: int | None = None) -> Iterator[list[Event]]:
@@ -68,3 +78,24 @@ class JournalHistory:
             self.directory, self.shard, self.instruments, from_seq, to_seq,
             client_order_id_window=self.client_order_id_window,
         )
+
+    def last_seq(self) -> int:
+        """Return the seq of the journal's last event (0 if it holds none).
+
+        Read only the newest segment, batch heads only: segments are named by their first
+        seq, and `JournalWalk` applies the readers' rules (fencing, torn tail) to it.
+        """
+        journal = self.directory / "journal"
+        if not journal.exists():
+            return 0
+        segments = numbered_segments(journal)
+        if not segments:
+            return 0
+        walk = JournalWalk(segments, len(segments) - 1)
+        for _ in walk.batches_from(_PAST_EVERY_SEQ):
+            pass
+        return walk.next_seq - 1
+
+
+_PAST_EVERY_SEQ = 1 << 63
+"""A ``from_seq`` no batch reaches: the walk decodes heads only and yields nothing."""

@@ -18,8 +18,9 @@ memory only for its cursor:
 * `follow_executions` yields a subscriber's execution events from a per-shard cursor: from the
   journal while the cursor is older than the ring (a resume after a long disconnect, or from
   before this gateway started), then from the ring, then live. Nothing is missed or repeated
-  because a cursor only moves past events that were yielded or did not concern the
-  subscriber;
+  because a chunk's cursor covers exactly the events yielded up to and including that chunk,
+  plus those that did not concern the subscriber (the contract in docs/GATEWAY.md); a cursor
+  beyond the journal's end is refused;
 * `follow_market_data` yields a snapshot of each symbol, then level changes and trades, each
   with the seq of the symbol's previous update on the stream; a reader that falls out of the
   ring gets fresh snapshots instead (conflation).
@@ -28,7 +29,8 @@ Nothing here touches Ray or gRPC: events arrive through `ShardFeed.push`, and th
 through the injected `JournalHistory`. Nor does it read the time itself: a feed's gap timer
 and a stream's heartbeat use the monotonic clock they are given (`GatewayCore` passes its
 own), so tests run on a fake one. A stream that cannot resume from its cursor fails with
-`protocols.errors.HistoryUnavailableError`.
+`protocols.errors.HistoryUnavailableError`. Journal replays run in worker threads through
+`Replay`, which a cancelled stream or repair can close without racing the thread.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +71,58 @@ class History(Protocol):
     def events(self, from_seq: int, to_seq: int | None = None) -> Iterator[list[Event]]:
         """Yield the events ``from_seq..to_seq`` batch by batch."""
         ...
+
+    def last_seq(self) -> int:
+        """Return the seq of the journal's last event (0 for an empty journal)."""
+        ...
+
+
+class Replay:
+    """Step a blocking iterator (a journal replay) in worker threads; close it safely.
+
+    A generator may be closed only while no thread runs it. A stream or a repair cancelled
+    while a worker thread is inside ``next`` must not close it from the event loop (that
+    raises "ValueError: generator already executing" and leaves the replay running): `close`
+    only marks it, and the thread closes it as soon as its step returns, so the replay stops
+    after the step in progress and the cancellation stays a plain cancellation.
+    """
+
+    def __init__(self, iterator: Iterator[list[Event]]) -> None:
+        self._iterator = iterator
+        self._lock = threading.Lock()
+        self._running = False
+        self._closed = False
+
+    async def next(self) -> list[Event] | None:
+        """Return the next batch, or None at the end (or once closed)."""
+        return await asyncio.to_thread(self._step)
+
+    def _step(self) -> list[Event] | None:
+        with self._lock:
+            if self._closed:
+                return None
+            self._running = True
+        try:
+            return next(self._iterator, None)
+        finally:
+            with self._lock:
+                self._running = False
+                if self._closed:
+                    self._close_iterator()
+
+    def close(self) -> None:
+        """Close the iterator now if no thread runs it, else right after its step."""
+        with self._lock:  # held only around flag updates, never around a step
+            if self._closed:
+                return
+            self._closed = True
+            if not self._running:
+                self._close_iterator()
+
+    def _close_iterator(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
 
 
 class Notifier:
@@ -187,11 +242,14 @@ class ShardFeed:
         history: History | None,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        on_fold: Callable[[Sequence[Event]], None] | None = None,
     ) -> None:
         self.shard = shard
         self.symbols = set(symbols)
         self.history = history
         self.on_change = on_change
+        self.on_fold = on_fold
+        """Shown every folded batch, in sequence order (the gateway's client order id window)."""
         self.clock = clock
         self.ring = Ring(ring_events)
         self.ready = asyncio.Event()
@@ -295,6 +353,8 @@ class ShardFeed:
         self.ring.append(list(events))
         self.next_seq = events[-1].seq + 1
         self.last_ts_ns = events[-1].ts_ns
+        if self.on_fold is not None:
+            self.on_fold(events)
 
     # ---------------------------------------------------------------- gaps
 
@@ -321,10 +381,10 @@ class ShardFeed:
         assert self.history is not None
         log.warning("shard %d: reading events %d..%d from the journal", self.shard,
                     self.next_seq, to_seq)
+        replay = Replay(self.history.events(self.next_seq, to_seq))
         try:
-            iterator = self.history.events(self.next_seq, to_seq)
             while True:
-                events = await asyncio.to_thread(next, iterator, None)
+                events = await replay.next()
                 if events is None:
                     break
                 fresh = [event for event in events if event.seq >= self.next_seq]
@@ -334,6 +394,7 @@ class ShardFeed:
         except Exception:
             log.exception("shard %d: reading the journal failed; trying again later", self.shard)
         finally:
+            replay.close()
             self._repair = None
             self._drain()
             self.on_change()
@@ -390,10 +451,17 @@ async def follow_executions(
     """Yield the execution events of ``accounts`` after the per-shard cursor ``after_seq``.
 
     Shards not in ``after_seq`` start live. The first chunk is empty and carries the starting
-    cursor; an empty chunk follows every ``heartbeat_s`` without news.
+    cursor; an empty chunk follows every ``heartbeat_s`` without news. Every chunk's cursor
+    covers exactly the events delivered up to and including that chunk (and those between
+    that did not concern ``accounts``), per shard: resuming from it misses and repeats
+    nothing. Raise `HistoryUnavailableError` before the first chunk for a cursor beyond the
+    end of its shard's journal, and later if events are needed that no journal holds.
     """
     for feed in feeds.values():
         await feed.ready.wait()
+    for shard, seq in after_seq.items():
+        if shard in feeds:
+            await _check_not_beyond_end(feeds[shard], seq)
     cursor = {
         shard: after_seq.get(shard, feed.next_seq - 1) for shard, feed in feeds.items()
     }
@@ -409,6 +477,12 @@ async def follow_executions(
                 continue
             events = feed.ring.after(position, limit)
             if events is None:  # older than the ring: from the journal
+                if parts:
+                    # send what the ring gave first: a journal chunk carries the whole
+                    # cursor, which already counts these events
+                    yield ExecutionChunk(parts, dict(cursor))
+                    last_sent = clock()
+                    parts = []
                 async for chunk in _from_journal(feed, accounts, position, cursor, limit):
                     yield chunk
                     last_sent = clock()
@@ -433,6 +507,26 @@ async def follow_executions(
         await notifier.wait(settings.heartbeat_s - idle)
 
 
+async def _check_not_beyond_end(feed: ShardFeed, seq: int) -> None:
+    """Refuse a cursor past the last event the shard has journaled.
+
+    The feed may lag its shard (pushes in flight, or a cursor from a gateway that is ahead),
+    so a cursor past the feed is checked against the journal, which holds every event before
+    it is published; a cursor the feed has reached needs no disk read.
+    """
+    head = feed.next_seq - 1
+    if seq <= head:
+        return
+    end = head if feed.history is None else max(
+        head, await asyncio.to_thread(feed.history.last_seq)
+    )
+    if seq > end:
+        raise HistoryUnavailableError(
+            f"after_seq[{feed.shard}]: event {seq} is beyond the end of shard {feed.shard}'s "
+            f"journal (its last event is {end}); resume from a cursor the stream returned"
+        )
+
+
 async def _from_journal(
     feed: ShardFeed,
     accounts: Collection[str] | None,
@@ -447,10 +541,10 @@ async def _from_journal(
             "journal to read"
         )
     to_seq = feed.ring.start_seq - 1
-    iterator = feed.history.events(position + 1, to_seq)
+    replay = Replay(feed.history.events(position + 1, to_seq))
     try:
         while True:
-            events = await asyncio.to_thread(next, iterator, None)
+            events = await replay.next()
             if events is None:
                 break
             for start in range(0, len(events), limit):
@@ -463,9 +557,7 @@ async def _from_journal(
                 if relevant:
                     yield ExecutionChunk([(feed.shard, relevant)], dict(cursor))
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
+        replay.close()
     if cursor[feed.shard] < to_seq:
         raise HistoryUnavailableError(
             f"shard {feed.shard}: the journal ends at event {cursor[feed.shard]}, before "
