@@ -124,6 +124,8 @@ class RejectCode(enum.IntEnum):
     UNKNOWN_ORDER = 311
     ORDER_NOT_OPEN = 312
     ORDER_NOT_OWNED = 313
+    """No longer emitted: another account's order is answered as one that is not open, so no
+    one learns which order ids are live (issue 9); kept so recorded reports still decode."""
     LEVEL_QUANTITY_OVERFLOW = 314
     DUPLICATE_CLIENT_ORDER_ID = 315
 

@@ -303,11 +303,9 @@ class ReferenceEngine:
 
     def cancel(self, request: CancelOrder) -> None:
         order = self.find(request.symbol, request.order_id)
-        if order is None:
+        if order is None or order.account != request.account:
+            # another account's order is answered as one that is not open (no oracle)
             self.reject(request, self.missing_code(request.order_id))
-            return
-        if order.account != request.account:
-            self.reject(request, RejectCode.ORDER_NOT_OWNED)
             return
         self.orders[request.symbol].remove(order)
         self.cancelled(
@@ -318,11 +316,9 @@ class ReferenceEngine:
     def replace(self, request: ReplaceOrder) -> None:
         symbol = request.symbol
         order = self.find(symbol, request.order_id)
-        if order is None:
+        if order is None or order.account != request.account:
+            # another account's order is answered as one that is not open (no oracle)
             self.reject(request, self.missing_code(request.order_id))
-            return
-        if order.account != request.account:
-            self.reject(request, RejectCode.ORDER_NOT_OWNED)
             return
         instrument = self.instruments[symbol]
         problem = self.price_problem(instrument, request.price)

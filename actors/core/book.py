@@ -374,21 +374,18 @@ class OrderBook:
         return seq
 
     def cancel(self, request: CancelOrder, seq: int, out: list[Event]) -> int:
-        """Cancel a resting order the engine found in this book."""
+        """Cancel a resting order of the requester's account that the engine found here.
+
+        The engine answers for orders that are missing or another account's, alike.
+        """
         resting = self.orders[request.order_id]
-        if resting.account != request.account:
-            out.append(self._reject_not_owned(request, RequestKind.CANCEL, seq))
-            return seq + 1
         out.append(self._cancelled(resting, _USER, request.ts_ns, seq, request.client_order_id))
         self._remove(resting)
         return seq + 1
 
     def replace(self, request: ReplaceOrder, seq: int, out: list[Event]) -> int:
-        """Change a resting order the engine found in this book."""
+        """Change a resting order of the requester's account that the engine found here."""
         resting = self.orders[request.order_id]
-        if resting.account != request.account:
-            out.append(self._reject_not_owned(request, RequestKind.REPLACE, seq))
-            return seq + 1
         side = resting.side
         price = request.price
         quantity = request.quantity
@@ -763,21 +760,6 @@ class OrderBook:
             request=_REQUEST_NEW,
             code=code,
             text=text,
-        )
-
-    def _reject_not_owned(
-        self, request: CancelOrder | ReplaceOrder, kind: RequestKind, seq: int
-    ) -> OrderRejected:
-        return OrderRejected(
-            seq=seq,
-            ts_ns=request.ts_ns,
-            symbol=self.symbol,
-            account=request.account,
-            client_order_id=request.client_order_id,
-            request=kind,
-            code=RejectCode.ORDER_NOT_OWNED,
-            text=f"order {request.order_id} belongs to another account",
-            order_id=request.order_id,
         )
 
     def _cancelled(

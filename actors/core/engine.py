@@ -7,14 +7,24 @@ same batches gives the same ids, the same events and the same `state_hash`.
 
 A command with bad values (unknown symbol or order, non-positive or off-lot quantity,
 off-tick price, ...) gives an `OrderRejected` and changes nothing; exceptions are left for
-bugs.
+bugs. A cancel or replace of another account's order is answered exactly as one of an order
+that is not open (same code, same text): order ids are sequential, so any other answer would
+tell a prober which ids are live and whose.
+
+Client order ids: the engine remembers the last ``client_order_id_window`` (account, client
+order id) pairs its new orders, cancels and replaces used (one id space, as FIX has it: a
+cancel's id names the cancel request, so a retried cancel is recognised like a retried
+order), and answers a reuse with ``DUPLICATE_CLIENT_ORDER_ID`` naming the original request
+and its order. That window is per shard; `client_order_id_uses` reads the same pairs back from
+events, which is how a gateway extends the rule across shards
+(`cluster.gateway.core.AccountWideIds`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 import msgspec
@@ -29,7 +39,10 @@ from protocols.messages import (
     KillSwitchSet,
     MassCancel,
     NewOrder,
+    OrderAccepted,
+    OrderCancelled,
     OrderRejected,
+    OrderReplaced,
     RejectCode,
     ReplaceOrder,
     RequestKind,
@@ -42,6 +55,19 @@ from protocols.messages import (
 
 ORDER_ID_SHARD_BITS: Final = 40
 """Order ids are ``shard_id << 40 | n``: unique across shards, ~10**12 orders per shard."""
+
+_KIND_BITS: Final = 2
+"""The window packs each entry as ``order_id << 2 | request kind`` (one int, not a tuple: it
+holds up to a million entries per shard)."""
+_KIND_MASK: Final = (1 << _KIND_BITS) - 1
+_REQUEST_OF: Final = {
+    NewOrder: RequestKind.NEW_ORDER, CancelOrder: RequestKind.CANCEL,
+    ReplaceOrder: RequestKind.REPLACE,
+}
+
+RememberedRequest = tuple[str, str, int, int]
+"""(account, client order id, `RequestKind` value or 0 if unknown, order id it created or named,
+0 if none): one entry of the idempotency window."""
 
 
 class EngineState(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +83,10 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     window_client_order_ids: list[str] = []
     """... client order ids, ..."""
     window_order_ids: list[int] = []
-    """... and the order each created or named (0: none)."""
+    """... the order each created or named (0: none), ..."""
+    window_requests: list[int] = []
+    """... and the `RequestKind` value of the request that used it (0: unknown; empty in
+    snapshots written before the kinds were kept)."""
 
 
 class MatchingEngine:
@@ -75,12 +104,12 @@ class MatchingEngine:
         """Pre-trade risk checks, consulted by every book; it observes every event."""
         self.client_order_id_window = client_order_id_window
         """How many recent (account, client order id) pairs to remember; 0: no idempotency."""
-        # (account, client_order_id) -> order id it created or named (0: none). FIFO order is
-        # kept in deques (evicting from the front of a dict makes its iteration O(n)); the ids
-        # ride along so a snapshot is built column by column at C speed.
+        # (account, client_order_id) -> order id it created or named (0: none) << 2 | request
+        # kind. FIFO order is kept in deques (evicting from the front of a dict makes its
+        # iteration O(n)); the values ride along so a snapshot is built column by column.
         self._seen: dict[tuple[str, str], int] = {}
         self._seen_order: deque[tuple[str, str]] = deque()
-        self._seen_ids: deque[int] = deque()
+        self._seen_values: deque[int] = deque()
         self._order_ids = OrderIds((shard_id << ORDER_ID_SHARD_BITS) + 1)
         self.books: dict[str, OrderBook] = {
             instrument.symbol: OrderBook(instrument, gate, self._order_ids)
@@ -127,7 +156,7 @@ class MatchingEngine:
                         continue
                 symbol = command.symbol  # type: ignore[union-attr]
                 book = books.get(symbol)
-                named = 0
+                named = 0 if kind is NewOrder else command.order_id  # type: ignore[union-attr]
                 if book is None:
                     text = f"unknown symbol {symbol!r}"
                     out.append(_reject(command, RejectCode.UNKNOWN_SYMBOL, text, seq))
@@ -138,8 +167,9 @@ class MatchingEngine:
                     if self._order_ids.next != before:
                         named = before
                 else:
-                    named = command.order_id  # type: ignore[union-attr]
-                    if named in book.orders:
+                    resting = book.orders.get(named)
+                    # another account's order is answered as a missing one (module docstring)
+                    if resting is not None and resting.account == command.account:
                         if kind is CancelOrder:
                             seq = book.cancel(command, seq, out)  # type: ignore[arg-type]
                         else:
@@ -148,7 +178,7 @@ class MatchingEngine:
                         out.append(self._reject_missing(command, seq))  # type: ignore[arg-type]
                         seq += 1
                 if key is not None:
-                    self._remember(key, named)
+                    self._remember(key, named << _KIND_BITS | _REQUEST_OF[kind])
             elif kind in _ADMIN:
                 seq = self._apply_admin(command, seq, out)
             else:
@@ -165,13 +195,13 @@ class MatchingEngine:
         self.next_seq = seq
         return out
 
-    def _remember(self, key: tuple[str, str], order_id: int) -> None:
-        self._seen[key] = order_id
+    def _remember(self, key: tuple[str, str], value: int) -> None:
+        self._seen[key] = value
         self._seen_order.append(key)
-        self._seen_ids.append(order_id)
+        self._seen_values.append(value)
         if len(self._seen_order) > self.client_order_id_window:
             del self._seen[self._seen_order.popleft()]
-            self._seen_ids.popleft()
+            self._seen_values.popleft()
 
     def _apply_admin(self, command: Command, seq: int, out: list[Event]) -> int:
         """Apply an admin command: emit its event, then any cancels it causes."""
@@ -224,19 +254,35 @@ class MatchingEngine:
         return seq
 
     def _reject_missing(self, request: CancelOrder | ReplaceOrder, seq: int) -> OrderRejected:
+        """Reject a cancel or replace of an order that is not the requester's open order.
+
+        Whether the id is below the shard's next order id is no secret (any account sees it
+        in its own ids); whether that order is live, or whose, must not show.
+        """
         order_id = request.order_id
         base = self.shard_id << ORDER_ID_SHARD_BITS
         if base < order_id < self.next_order_id:
             code = RejectCode.ORDER_NOT_OPEN
             text = (
-                f"order {order_id} is not open in {request.symbol}: filled, cancelled, "
-                f"or entered for another symbol"
+                f"order {order_id} is not open for account {request.account!r} in "
+                f"{request.symbol}: filled, cancelled, or entered for another symbol or "
+                f"account"
             )
         else:
             code, text = RejectCode.UNKNOWN_ORDER, f"no order {order_id} was ever entered here"
         return _reject(request, code, text, seq)
 
     # ---------------------------------------------------------------- queries
+
+    def remembered(self) -> list[RememberedRequest]:
+        """Return the idempotency window, oldest first (what `client_order_id_uses` reads
+        back from this engine's events)."""
+        return [
+            (account, client_order_id, value & _KIND_MASK, value >> _KIND_BITS)
+            for (account, client_order_id), value in zip(
+                self._seen_order, self._seen_values, strict=True
+            )
+        ]
 
     def find_order(self, order_id: int) -> RestingOrder | None:
         """Return the live order with this id, or None."""
@@ -255,7 +301,8 @@ class MatchingEngine:
             books=[self.books[symbol].state() for symbol in sorted(self.books)],
             window_accounts=[account for account, _ in self._seen_order],
             window_client_order_ids=[client_order_id for _, client_order_id in self._seen_order],
-            window_order_ids=list(self._seen_ids),
+            window_order_ids=[value >> _KIND_BITS for value in self._seen_values],
+            window_requests=[value & _KIND_MASK for value in self._seen_values],
         )
 
     @classmethod
@@ -269,11 +316,17 @@ class MatchingEngine:
         """Rebuild an engine from a snapshot of its state (the gate restores its own)."""
         engine = cls(instruments, state.shard_id, gate, client_order_id_window)
         keys = list(zip(state.window_accounts, state.window_client_order_ids, strict=True))
+        # a snapshot from before the kinds were kept has none: 0 (unknown) for each
+        requests = state.window_requests or [0] * len(keys)
+        values = [
+            order_id << _KIND_BITS | request
+            for order_id, request in zip(state.window_order_ids, requests, strict=True)
+        ]
         if client_order_id_window:
             keep = slice(max(0, len(keys) - client_order_id_window), None)
             engine._seen_order = deque(keys[keep])
-            engine._seen_ids = deque(state.window_order_ids[keep])
-            engine._seen = dict(zip(engine._seen_order, engine._seen_ids, strict=True))
+            engine._seen_values = deque(values[keep])
+            engine._seen = dict(zip(engine._seen_order, engine._seen_values, strict=True))
         engine._order_ids.next = state.next_order_id
         for book_state in state.books:
             book = engine.books[book_state.symbol]
@@ -300,19 +353,52 @@ _ADMIN: Final = frozenset({MassCancel, SetRiskLimits, SetKillSwitch, SetSymbolHa
 
 
 def _reject_duplicate(
-    command: NewOrder | CancelOrder | ReplaceOrder, original: int, seq: int
+    command: NewOrder | CancelOrder | ReplaceOrder, remembered: int, seq: int
 ) -> OrderRejected:
-    """Answer a resubmitted request: nothing happens again, the reject names the order."""
-    if type(command) is NewOrder:
-        outcome = f"it created order {original}" if original else "that order was rejected"
-    else:
-        outcome = f"that request for order {original} was already processed"
+    """Answer a resubmitted request: nothing happens again; the reject names the original
+    request's kind (whatever kind the new one is) and its order."""
+    original, request = remembered >> _KIND_BITS, remembered & _KIND_MASK
+    if request == RequestKind.NEW_ORDER:
+        what = f"an order, which became order {original}" if original else (
+            "an order, which was rejected")
+    elif request == RequestKind.CANCEL:
+        what = f"a cancel of order {original}"
+    elif request == RequestKind.REPLACE:
+        what = f"a replace of order {original}"
+    else:  # remembered before the kinds were kept
+        what = f"an earlier request (order {original})" if original else "an earlier request"
     text = (
         f"client order id {command.client_order_id!r} was already used by account "
-        f"{command.account!r}: {outcome}"
+        f"{command.account!r} for {what}"
     )
     rejected = _reject(command, RejectCode.DUPLICATE_CLIENT_ORDER_ID, text, seq)
     return msgspec.structs.replace(rejected, order_id=original)
+
+
+def client_order_id_uses(events: Iterable[Event]) -> Iterator[RememberedRequest]:
+    """Yield each request's first use of its client order id that ``events`` record, as the
+    engine that made them remembers it (`MatchingEngine.remembered`).
+
+    A reader of a shard's events (a gateway) rebuilds the shard's window from them without
+    the shard: an acceptance or a rejection of a new order, cancel or replace, a user cancel
+    and a replace each record one use; a duplicate's rejection records none.
+    """
+    for event in events:
+        if isinstance(event, OrderAccepted):
+            if event.client_order_id:
+                yield event.account, event.client_order_id, RequestKind.NEW_ORDER, event.order_id
+        elif isinstance(event, OrderRejected):
+            if (
+                event.client_order_id
+                and event.request is not RequestKind.ADMIN
+                and event.code is not RejectCode.DUPLICATE_CLIENT_ORDER_ID
+            ):
+                yield event.account, event.client_order_id, event.request, event.order_id
+        elif isinstance(event, OrderCancelled):
+            if event.reason is CancelReason.USER and event.request_id:
+                yield event.account, event.request_id, RequestKind.CANCEL, event.order_id
+        elif isinstance(event, OrderReplaced) and event.request_id:
+            yield event.account, event.request_id, RequestKind.REPLACE, event.order_id
 
 
 def _reject(command: Command, code: RejectCode, text: str, seq: int) -> OrderRejected:

@@ -9,9 +9,13 @@ It also keeps the feeds attached: a maintenance loop pings every book actor, sub
 gateway again when a book actor restarted (a new process forgets its readers), fills gaps
 from the journal, and reports health.
 
-Its own refusals are `OrderNotFoundError`, `SymbolHaltedError` and `AccountKilledError`;
-the batcher's and the rate limiter's pass through. All are in `protocols.errors`, where the
-tree is drawn.
+It makes client order ids unique per account across shards (`AccountWideIds`): a request
+whose id was already used on another shard goes to that shard, which answers it as the
+duplicate it is.
+
+Its own refusals are `OrderNotFoundError`, `SymbolHaltedError`, `AccountKilledError` and
+`ShardUnavailableError` (a shard's client order ids are not read yet); the batcher's and the
+rate limiter's pass through. All are in `protocols.errors`, where the tree is drawn.
 
 Every time the gateway reads comes from one injected `Clock`: the core hands it to the rate
 limiter, the feeds and (through ``core.clock``) the services' ingress timestamps, so a test
@@ -21,12 +25,14 @@ that gives a fake clock controls all of them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Protocol
 
-from actors.core.engine import ORDER_ID_SHARD_BITS
+from actors.core.engine import ORDER_ID_SHARD_BITS, client_order_id_uses
 from cluster.config import ShardMap
 from cluster.gateway.auth import RateLimiter
 from cluster.gateway.batching import ShardBatcher
@@ -43,6 +49,7 @@ from protocols.errors import (
     SymbolHaltedError,
 )
 from protocols.messages import (
+    CancelOrder,
     Command,
     Event,
     Instrument,
@@ -83,6 +90,112 @@ class SystemClock:
 
 SYSTEM_CLOCK = SystemClock()
 
+_ROW_ACCOUNT: Final = 1 + NewOrder.__struct_fields__.index("account")
+_ROW_CLIENT_ORDER_ID: Final = 1 + NewOrder.__struct_fields__.index("client_order_id")
+_NEW_ORDER_TAG: Final = NewOrder.__struct_config__.tag
+_IDEMPOTENT: Final = (NewOrder, CancelOrder, ReplaceOrder)
+
+
+class AccountWideIds:
+    """Know which shard each recent (account, client order id) was used on, so an id is
+    unique per account across every shard, not only within one.
+
+    Each shard already refuses a reuse of an id it remembers (`actors.core.engine`, a window
+    of its last ``window`` ids, journaled and snapshotted, so it survives any restart) and
+    names the original request. This class is the gateway's part: it mirrors the union of the
+    shards' windows, and `destination` sends a request whose id was used on another shard to
+    that shard instead of the symbol's. The shard that holds the id then answers with its own
+    ``DUPLICATE_CLIENT_ORDER_ID`` reject (journaled, naming the original request and order,
+    on the execution stream), exactly as it answers a retry; nothing is applied.
+
+    It learns ids from three places: the journals at start (the window of the same replay
+    that gives the gateway its picture, `JournalHistory.view`), every event the feeds fold
+    (`observe`: other gateways' and direct clients' requests too), and its own requests as it
+    routes them
+    (`destination`, before the reply, so two requests in flight at this gateway cannot both
+    pass).
+
+    Why here and not an owner shard per account: an owner shard would put a second Ray hop
+    and a second journal append (~1 ms of CPU each way here) on every order whose symbol is
+    not on its account's shard, and split every batch in two phases; the gateway already sees
+    every shard's events in order, so it costs a dict lookup per request. The price is the
+    limits, which an owner shard would not have:
+
+    * two gateways that receive the same new id for two shards within the time an event
+      takes to reach the other gateway (a push after the batch, milliseconds) both let it
+      through, and each shard enters it;
+    * clients that bypass gateways (`cluster.clients.ray_client`) get the per-shard rule only
+      (their ids are learned by the gateways, which route a later reuse to their shard);
+    * like the shards, it remembers the last ``window`` ids per shard: an id older than that
+      is forgotten, on every shard alike;
+    * a request it routed but the shard never applied (refused at the gateway's queue, a shard
+      that died before journaling it) still marks its id as used on that shard: a reuse for
+      another shard's symbol then goes there and is rejected (``UNKNOWN_SYMBOL``, spending the
+      id), which never enters an order twice.
+
+    Pure: no clock, no I/O; the gateway core feeds it.
+    """
+
+    def __init__(self, shards: int, window: int) -> None:
+        self.window = window
+        """Ids remembered per shard, as each shard's engine does (0: none, no checks)."""
+        self.loaded = [window == 0] * shards
+        """Per shard, whether its journal's ids are in (until then `destination` refuses)."""
+        self._shard_of: dict[tuple[str, str], int] = {}
+        self._order: list[deque[tuple[str, str]]] = [deque() for _ in range(shards)]
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+    def shard_of(self, account: str, client_order_id: str) -> int | None:
+        """Return the shard the id was used on, or None if it is not remembered."""
+        return self._shard_of.get((account, client_order_id))
+
+    def load(self, shard: int, keys: Iterable[tuple[str, str]]) -> None:
+        """Learn a shard's window (oldest first), e.g. replayed from its journal."""
+        if self.window:
+            for key in keys:
+                self._learn(shard, key)
+        self.loaded[shard] = True
+
+    def observe(self, shard: int, events: Iterable[Any]) -> None:
+        """Learn the ids a shard's events show used (see `client_order_id_uses`)."""
+        if self.window:
+            for account, client_order_id, _, _ in client_order_id_uses(events):
+                self._learn(shard, (account, client_order_id))
+
+    def destination(self, account: str, client_order_id: str, shard: int) -> int:
+        """Return the shard a request for ``shard`` must go to (where its id was used, if it
+        was), and remember the id as used there.
+
+        Raise `ShardUnavailableError` while some shard's ids are not loaded: a reuse of one
+        of them could not be recognised.
+        """
+        if not self.window or not client_order_id:
+            return shard
+        key = (account, client_order_id)
+        known = self._shard_of.get(key)
+        if known is not None:
+            return known
+        if not all(self.loaded):
+            missing = self.loaded.index(False)
+            raise ShardUnavailableError(
+                missing, "this gateway has not read its client order ids from the journal yet"
+            )
+        self._learn(shard, key)
+        return shard
+
+    def _learn(self, shard: int, key: tuple[str, str]) -> None:
+        if key in self._shard_of:  # the first use is the one a reuse is sent to
+            return
+        self._shard_of[key] = shard
+        order = self._order[shard]
+        order.append(key)
+        if len(order) > self.window:
+            oldest = order.popleft()
+            if self._shard_of.get(oldest) == shard:
+                del self._shard_of[oldest]
+
 
 class GatewayCore:
     """Route commands to shards in coalesced batches; follow every shard's events."""
@@ -122,7 +235,11 @@ class GatewayCore:
                            client_order_id_window)
             for shard in range(self.shards)
         ]
-        self.feeds = [
+        self.ids = AccountWideIds(self.shards, client_order_id_window)
+        for shard, history in enumerate(self.histories):
+            if not history.directory.exists():  # a shard that never ran has no ids to read
+                self.ids.load(shard, ())
+        self.feeds: list[ShardFeed] = [
             ShardFeed(
                 shard,
                 [instrument.symbol for instrument in by_shard[shard]],
@@ -130,6 +247,7 @@ class GatewayCore:
                 history=self.histories[shard],
                 on_change=self.notifier.notify,
                 clock=self.clock.monotonic,
+                on_fold=functools.partial(self.ids.observe, shard),
             )
             for shard in range(self.shards)
         ]
@@ -193,6 +311,8 @@ class GatewayCore:
             if not feed.ready.is_set():
                 # the subscription is in place: everything after the journal's end is pushed
                 view: ShardView = await asyncio.to_thread(self.histories[shard].view)
+                # the same replay: the window is exactly where the feed starts
+                self.ids.load(shard, view.client_order_ids)
                 feed.start(view.next_seq, view.books, view.halted_symbols, view.killed_accounts)
                 log.info("gateway %s follows shard %d from event %d", self.name, shard,
                          view.next_seq - 1)
@@ -202,10 +322,21 @@ class GatewayCore:
             self.shard_up[shard] = False
             self.shard_errors[shard] = str(error)
             log.warning("gateway %s: shard %d not attached yet: %s", self.name, shard, error)
+            if not self.ids.loaded[shard]:
+                # the journal answers without the actor: other shards need not wait for it
+                try:
+                    await self._load_ids(shard)
+                except Exception:
+                    log.exception("gateway %s: cannot read shard %d's client order ids",
+                                  self.name, shard)
         except Exception as error:  # e.g. the journal is unreadable from this node
             self.shard_up[shard] = False
             self.shard_errors[shard] = f"{type(error).__name__}: {error}"
             log.exception("gateway %s: cannot follow shard %d yet", self.name, shard)
+
+    async def _load_ids(self, shard: int) -> None:
+        view = await asyncio.to_thread(self.histories[shard].view)
+        self.ids.load(shard, view.client_order_ids)
 
     async def _maintain(self) -> None:
         while True:
@@ -307,8 +438,12 @@ class GatewayCore:
     # ---------------------------------------------------------------- commands
 
     async def route_to_shard(self, command: Command) -> tuple[int, list[Event]]:
-        """Send one command to its symbol's shard; return the shard and its events."""
+        """Send one command to its symbol's shard (a new order, cancel or replace whose
+        client order id was used on another shard: to that one); return the shard and its
+        events."""
         shard = self.symbol_shard[command.symbol]  # type: ignore[union-attr]
+        if isinstance(command, _IDEMPOTENT):
+            shard = self.ids.destination(command.account, command.client_order_id, shard)
         (events,) = await self.batchers[shard].enqueue([command])
         return shard, events
 
@@ -318,10 +453,19 @@ class GatewayCore:
         """Send commands to the given shards (concurrently across shards, in order within
         one); return each command's shard and events, in the given order.
 
-        A command may be a wire row (`protocols.convert.WireRow`) that encodes as one.
+        A command may be a wire row (`protocols.convert.WireRow`) that encodes as one. As in
+        `route_to_shard`, a new order, cancel or replace goes where its client order id was
+        used, if that is another shard.
         """
         by_shard: dict[int, list[int]] = {}
-        for index, shard in enumerate(shards):
+        destination = self.ids.destination
+        for index, (command, shard) in enumerate(zip(commands, shards, strict=True)):
+            if type(command) is tuple:
+                if command[0] == _NEW_ORDER_TAG:
+                    shard = destination(command[_ROW_ACCOUNT], command[_ROW_CLIENT_ORDER_ID],
+                                        shard)
+            elif isinstance(command, _IDEMPOTENT):
+                shard = destination(command.account, command.client_order_id, shard)
             by_shard.setdefault(shard, []).append(index)
         order = list(by_shard)
         replies = await asyncio.gather(*(

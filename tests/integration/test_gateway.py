@@ -402,13 +402,14 @@ def test_a_client_cannot_act_for_another_account(alice: TradingClient, bob: Trad
 def test_another_accounts_order_is_neither_readable_nor_cancellable(
     alice: TradingClient, bob: TradingClient
 ) -> None:
-    """Reading bob's order as alice is NOT_FOUND; cancelling it is the shard's rejection."""
+    """Reading bob's order as alice is NOT_FOUND; cancelling it is the shard's rejection, as for
+    an order that is not open (so no one learns which order ids are live)."""
     (accepted,) = bob.submit_order("AAPL", "sell", 1, price=19999)
     with pytest.raises(OrderNotFoundError):
         alice.order(accepted.order_id)
     (report,) = alice.cancel_order("AAPL", accepted.order_id)
     assert report.type == pb.EXECUTION_TYPE_REJECTED
-    assert report.reject_code == pb.REJECT_CODE_ORDER_NOT_OWNED
+    assert report.reject_code == pb.REJECT_CODE_ORDER_NOT_OPEN
     assert bob.order(accepted.order_id).open_quantity == 1
 
 

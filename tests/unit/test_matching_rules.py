@@ -270,11 +270,27 @@ def test_cancel_of_an_order_that_is_not_open_is_rejected(
 
 
 def test_cancel_of_another_accounts_order_is_rejected() -> None:
-    """Only the owning account may cancel an order."""
+    """Only the owning account may cancel an order; another account is answered exactly as
+    for an order that is not open (code and text), so a probe cannot tell a live order."""
     engine = new_engine()
-    run(engine, sell(10, 100, account="A"))
-    assert run(engine, cancel(1, account="B")) == [("rejected", "ORDER_NOT_OWNED")]
+    run(engine, sell(10, 100, account="A"), sell(10, 100, account="A"), cancel(2))
+    foreign, closed = engine.apply([cancel(1, account="B"), cancel(2, account="B")])
+    assert run(engine, cancel(1, account="B")) == [("rejected", "ORDER_NOT_OPEN")]
+    assert isinstance(foreign, OrderRejected) and isinstance(closed, OrderRejected)
+    assert (foreign.code, foreign.text.replace("order 1 ", "order N ")) == (
+        closed.code, closed.text.replace("order 2 ", "order N "))
     assert book(engine)["SELL"] == [(1, 100, 10)]
+
+
+def test_the_owner_still_hears_why_its_own_order_cannot_be_cancelled() -> None:
+    """The owner's own reject keeps its meaning: not open (filled, cancelled) or unknown."""
+    engine = new_engine()
+    run(engine, sell(10, 100), cancel(1))
+    (rejected,) = engine.apply([cancel(1)])
+    assert isinstance(rejected, OrderRejected)
+    assert rejected.code == RejectCode.ORDER_NOT_OPEN
+    assert "filled, cancelled" in rejected.text and "'A'" in rejected.text
+    assert run(engine, cancel(9)) == [("rejected", "UNKNOWN_ORDER")]
 
 
 # ------------------------------------------------------------------ replace
@@ -343,11 +359,13 @@ def test_replace_with_bad_values_is_rejected(price: int, quantity: int, code: st
 
 
 def test_replace_of_an_unknown_or_foreign_order_is_rejected() -> None:
-    """Replace follows cancel's rules for unknown, closed and foreign orders."""
+    """Replace follows cancel's rules for unknown, closed and foreign orders (a foreign order
+    is not open for the requester, whatever the replace's values)."""
     engine = new_engine()
     run(engine, sell(10, 100))
     assert run(engine, replace(7, 100, 10)) == [("rejected", "UNKNOWN_ORDER")]
-    assert run(engine, replace(1, 100, 10, account="B")) == [("rejected", "ORDER_NOT_OWNED")]
+    assert run(engine, replace(1, 100, 10, account="B")) == [("rejected", "ORDER_NOT_OPEN")]
+    assert run(engine, replace(1, 101, 0, account="B")) == [("rejected", "ORDER_NOT_OPEN")]
 
 
 # ------------------------------------------------------------------ self-trade prevention
