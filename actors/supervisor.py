@@ -23,6 +23,11 @@ injected `ChildProbe` and follows it through the transition table
   constructor ends; when the probe knows Ray's restart count, every restart counts, so a crash
   loop faster than the ping ends sooner.
 
+A child down (or restarting) for longer than ``slow_start_s`` gets one WARNING line, and one
+more when it is back: Ray's raylet can wait up to its ``worker_register_timeout_seconds`` (60 s
+by default) on a worker process that hangs while starting, which looks like a shard that will
+not come back (issue 9 saw 40.6 s and 69 s against a median of 0.6-6 s).
+
 For each failure it asks the policy: restart siblings too (a kill with ``restart=True``: Ray
 restarts them, they recover from the log), or escalate: stop every child for good and tell the
 parent, whose policy decides whether to rebuild the subtree (fresh actors through the injected
@@ -38,7 +43,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from actors.core.supervision import (
     ChildProbe,
@@ -49,6 +53,7 @@ from actors.core.supervision import (
     Strategy,
     SupervisorPolicy,
 )
+from protocols.rows import SupervisedChildRow, SupervisorFailureRow, SupervisorStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class Supervisor:
         tick_s: float = 0.5,
         ping_timeout_s: float = 5.0,
         restart_timeout_s: float = 30.0,
+        slow_start_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         start_loop: bool = True,
     ) -> None:
@@ -81,6 +87,10 @@ class Supervisor:
         self.tick_s = tick_s
         self.ping_timeout_s = ping_timeout_s
         self.restart_timeout_s = restart_timeout_s
+        self.slow_start_s = slow_start_s
+        """A child down longer than this is logged as slow to come back (once per outage)."""
+        self._slow: set[str] = set()
+        """Children logged as slow to come back and not back yet."""
         self.clock = clock
         self.state = "running"
         """``running``, ``escalated`` (children stopped, waiting for the parent) or ``failed``."""
@@ -118,12 +128,32 @@ class Supervisor:
             with self._lock:
                 if self.state != "running" or generation != self._generation:
                     return
-                step = watch.observe(ping, self.clock())
+                now = self.clock()
+                down_since = watch.down_since
+                step = watch.observe(ping, now)
                 if step.before is not step.after:
                     log.info("supervisor %s: %s %s -> %s (%s)", self.name, watch.name,
                              step.before, step.after, step.observation)
+                self._log_slow_start(watch, down_since, now)
                 if step.failures:
                     self._on_failure(watch, step)
+
+    def _log_slow_start(self, watch: ChildWatch, down_since: float | None, now: float) -> None:
+        # one line when an outage passes slow_start_s and one when it ends, not one per tick:
+        # a slow worker start must be visible, but must not flood the log
+        if watch.name in self._slow and watch.state is ChildState.UP:
+            self._slow.discard(watch.name)
+            back_after = now - down_since if down_since is not None else float("nan")
+            log.warning("supervisor %s: %s back after %.1f s", self.name, watch.name, back_after)
+            return
+        down_for = watch.down_for(now)
+        if down_for is not None and down_for > self.slow_start_s and watch.name not in self._slow:
+            self._slow.add(watch.name)
+            log.warning(
+                "supervisor %s: %s still not back after %.0f s; Ray's worker start may be slow "
+                "(its raylet waits up to worker_register_timeout_seconds on a hung worker "
+                "start); last error: %s", self.name, watch.name, down_for,
+                watch.last_error or "none")
 
     def _on_failure(self, watch: ChildWatch, step: Step) -> None:
         now = self.clock()
@@ -193,6 +223,7 @@ class Supervisor:
             self.policy.reset()
             for watch in self.children.values():
                 watch.reset()
+            self._slow.clear()
             self._generation += 1
             self.state = "running"
 
@@ -200,37 +231,40 @@ class Supervisor:
         """Answer the parent's health check: (incarnation, failures seen)."""
         return f"{self.name}:{id(self)}", len(self.policy.history)
 
-    def status(self) -> dict[str, Any]:
-        """Return the state, the children and the restart history."""
+    def status(self) -> SupervisorStatusRow:
+        """Return the state, the policy, the children and the restart history."""
         with self._lock:
             now = self.clock()
-            return {
-                "name": self.name,
-                "state": self.state,
-                "strategy": str(self.policy.strategy),
-                "intensity": {
-                    "max_restarts": self.policy.intensity.max_restarts,
-                    "within_s": self.policy.intensity.within_s,
-                    "recent_failures": self.policy.recent_failures(now),
-                },
-                "children": {
-                    watch.name: {
-                        "up": watch.state is ChildState.UP,
-                        "restarts": watch.restarts,
-                        "offset": watch.offset,
-                        "last_error": watch.last_error,
-                    }
+            return SupervisorStatusRow(
+                name=self.name,
+                state=self.state,
+                strategy=str(self.policy.strategy),
+                max_restarts=self.policy.intensity.max_restarts,
+                within_s=self.policy.intensity.within_s,
+                recent_failures=self.policy.recent_failures(now),
+                children=[
+                    SupervisedChildRow(
+                        name=watch.name, state=str(watch.state),
+                        up=watch.state is ChildState.UP, restarts=watch.restarts,
+                        offset=watch.offset, last_error=watch.last_error,
+                        down_s=_rounded(watch.down_for(now)),
+                    )
                     for watch in self.children.values()
-                },
-                "history": [
-                    {"ago_s": round(now - failure.at_s, 1), "child": failure.child,
-                     "reason": failure.reason, "action": failure.action}
+                ],
+                history=[
+                    SupervisorFailureRow(ago_s=round(now - failure.at_s, 1),
+                                         child=failure.child, reason=failure.reason,
+                                         action=failure.action)
                     for failure in self.policy.history
                 ],
-            }
+            )
 
     def stop(self) -> None:
         """Stop the loop (the children keep running)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)

@@ -33,7 +33,7 @@ from protocols.messages import (
     Trade,
 )
 from protocols.requests import InstrumentSpec
-from protocols.rows import GatewayShardRow, OrderRow, PositionRow
+from protocols.rows import GatewayShardRow, OrderRow, PositionRow, SupervisorStatusRow
 
 __all__ = ["ReportBuilder"]
 
@@ -268,27 +268,20 @@ class ReportBuilder:
     def status(
         gateway: str,
         shards: Sequence[GatewayShardRow],
-        supervisors: Sequence[Mapping[str, Any]],
+        supervisors: Sequence[SupervisorStatusRow],
     ) -> pb.GetStatusResponse:
-        """Return the cluster's status as the gateway gathered it.
-
-        ``supervisors`` are the supervisors' own status dicts (``name``, ``state`` and
-        ``children`` by name, each with ``up``, ``restarts`` and ``last_error``).
-        """
+        """Return the cluster's status as the gateway gathered it (children sorted by name)."""
         return pb.GetStatusResponse(
             gateway=gateway,
             shards=[_shard_status(row) for row in shards],
             supervisors=[
                 pb.SupervisorStatus(
-                    name=row.get("name", ""),
-                    state=row.get("state", ""),
+                    name=row.name,
+                    state=row.state,
                     children=[
-                        pb.SupervisedChild(
-                            name=name, up=bool(child.get("up")),
-                            restarts=int(child.get("restarts", 0)),
-                            last_error=str(child.get("last_error", "")),
-                        )
-                        for name, child in sorted(row.get("children", {}).items())
+                        pb.SupervisedChild(name=child.name, up=child.up,
+                                           restarts=child.restarts, last_error=child.last_error)
+                        for child in sorted(row.children, key=lambda child: child.name)
                     ],
                 )
                 for row in supervisors

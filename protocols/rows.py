@@ -1,4 +1,4 @@
-"""The rows the read side answers with: open orders, shard and risk status, positions.
+"""The rows the read side answers with: open orders, shard, risk and supervisor status, positions.
 
 The book, risk and position actors answer queries with these records (they pickle through Ray
 as they are), the Python client hands them to its callers, and `protocols.reports` turns them
@@ -86,6 +86,61 @@ class GatewayShardRow(msgspec.Struct, frozen=True, kw_only=True):
     """Engaged kill switches, as the gateway's feed has seen them."""
     book: ShardStatusRow | None = None
     """The book actor's own status, or None if it did not answer."""
+
+
+class SupervisedChildRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One child as its supervisor sees it."""
+
+    name: str
+    """The child's actor name."""
+    state: str
+    """Where the supervisor believes it is: ``unknown``, ``up``, ``slow`` (pings time out, not
+    counted yet), ``down`` (counted, Ray is bringing it back) or ``restarting`` (killed by the
+    supervisor, waiting for its new incarnation)."""
+    up: bool
+    """True if it answered its last ping."""
+    restarts: int
+    """Restarts seen: Ray's own count when the probe knows it, else new incarnations."""
+    offset: int
+    """How far it has got when it last answered (a shard's journal offset); 0 if it never did."""
+    last_error: str
+    """Why its last failed ping failed (one line; empty if none failed yet)."""
+    down_s: float | None = None
+    """How long it has been down or restarting, in seconds; None while it is not."""
+
+
+class SupervisorFailureRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One failure in a supervisor's history, and what the supervisor did about it."""
+
+    ago_s: float
+    """How long ago it happened, in seconds (one decimal)."""
+    child: str
+    """The child that failed."""
+    reason: str
+    """Why it counted as a failure."""
+    action: str
+    """``restart [names]`` or ``escalate``."""
+
+
+class SupervisorStatusRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A supervisor's state, its policy, its children and its recent failures."""
+
+    name: str
+    """The supervisor's actor name."""
+    state: str
+    """``running``, ``escalated`` (children stopped, waiting for the parent) or ``failed``."""
+    strategy: str
+    """``one_for_one``, ``rest_for_one`` or ``one_for_all``."""
+    max_restarts: int
+    """The restart intensity: at most this many failures ..."""
+    within_s: float
+    """... within this many seconds, then it escalates."""
+    recent_failures: int
+    """Failures that count against the intensity now."""
+    children: list[SupervisedChildRow]
+    """Every child, in start order."""
+    history: list[SupervisorFailureRow]
+    """The failures it remembers, oldest first."""
 
 
 class PositionRow(Protocol):

@@ -267,6 +267,7 @@ RESTARTING) starts a clock; STUCK and DOWN_TOO_LONG are what a ping says once it
 ``restart_timeout_s``, and every count or kill starts it again."""
 
 _WAITING = frozenset({ChildState.SLOW, ChildState.DOWN, ChildState.RESTARTING})
+_DOWN = frozenset({ChildState.DOWN, ChildState.RESTARTING})
 
 
 def format_transitions() -> str:
@@ -326,6 +327,9 @@ class ChildWatch:
         self.restarts = 0
         """Restarts seen: Ray's count when known, else the new incarnations."""
         self.waiting_since: float | None = None
+        self.down_since: float | None = None
+        """When it last went down or was killed by us (DOWN, RESTARTING); None while not.
+        Unlike ``waiting_since``, a count or a kill does not start it again."""
         self._ray_restarts: int | None = None
         self._owed = 0
         """Ray restarts we expect to see for deaths already counted and kills of ours."""
@@ -376,7 +380,10 @@ class ChildWatch:
             self.waiting_since = None
         elif before not in _WAITING or action is not Action.NONE:
             self.waiting_since = now_s
+        if after in _DOWN and self.down_since is None:
+            self.down_since = now_s
         if after is ChildState.UP:
+            self.down_since = None
             # every restart we expected has happened once the child serves again (the probe
             # reads the count after the ping), so a stale debt cannot hide a later death
             self._owed = 0
@@ -388,10 +395,17 @@ class ChildWatch:
         """Record that we killed the child for Ray to restart: wait for its new incarnation."""
         self.state = ChildState.RESTARTING
         self.waiting_since = now_s
+        if self.down_since is None:
+            self.down_since = now_s
         self._owed += 1
 
+    def down_for(self, now_s: float) -> float | None:
+        """Return how long the child has been down or restarting at ``now_s``; None if not."""
+        return None if self.down_since is None else now_s - self.down_since
+
     def lost(self) -> None:
-        """Record that a kill of ours failed: we no longer know where the child is."""
+        """Record that a kill of ours failed: we no longer know where the child is (it stays
+        down, if it was, until it answers)."""
         self.state = ChildState.UNKNOWN
         self.waiting_since = None
 

@@ -248,16 +248,15 @@ def _status(args: argparse.Namespace) -> int:
               f"batches, {row.commands} commands since start, {row.resting_orders} resting "
               f"orders" + (f", FAILED: {row.failed}" if row.failed else ""))
     for status in cluster.supervision():
-        intensity = status["intensity"]
-        print(f"{status['name']}: {status['state']} ({status['strategy']}, "
-              f"{intensity['recent_failures']}/{intensity['max_restarts']} failures in "
-              f"{intensity['within_s']:.0f} s)")
-        for name, child in status["children"].items():
-            print(f"    {name:22} {'up' if child['up'] else 'DOWN':4}  restarts {child['restarts']}"
-                  f"  at event {max(0, child['offset'] - 1)}")
-        for failure in status["history"][-5:]:
-            print(f"    {failure['ago_s']:>7.1f} s ago: {failure['child']} {failure['reason'][:80]}"
-                  f" -> {failure['action']}")
+        print(f"{status.name}: {status.state} ({status.strategy}, {status.recent_failures}/"
+              f"{status.max_restarts} failures in {status.within_s:.0f} s)")
+        for child in status.children:
+            down = f" for {child.down_s:.0f} s" if child.down_s is not None else ""
+            print(f"    {child.name:22} {'up' if child.up else child.state.upper() + down:4}  "
+                  f"restarts {child.restarts}  at event {max(0, child.offset - 1)}")
+        for failure in status.history[-5:]:
+            print(f"    {failure.ago_s:>7.1f} s ago: {failure.child} {failure.reason[:80]}"
+                  f" -> {failure.action}")
     return 0
 
 

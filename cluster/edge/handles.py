@@ -65,7 +65,7 @@ from protocols.errors import (
     RaytradeError,
     ShardUnavailableError,
 )
-from protocols.rows import OrderRow, ShardStatusRow
+from protocols.rows import OrderRow, ShardStatusRow, SupervisorStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,13 @@ def gateway_name(index: int) -> str:
 def start_local_ray(*, num_cpus: int, namespace: str, verbose: bool = False) -> str:
     """Start a private local Ray (no dashboard) for this process; return its address.
 
-    Does nothing but return the address if this process already runs or joined a Ray. Ray's
-    temporary files go to the system temp folder (or ``RAY_TMPDIR``), never the repository.
+    Every port of this Ray listens on loopback only (`_loopback_only`), token authentication
+    stays on. Does nothing but return the address if this process already runs or joined a
+    Ray. Ray's temporary files go to the system temp folder (or ``RAY_TMPDIR``), never the
+    repository.
     """
     if not ray.is_initialized():
+        _loopback_only()
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -123,6 +126,31 @@ def start_local_ray(*, num_cpus: int, namespace: str, verbose: bool = False) -> 
             _temp_dir=os.environ.get("RAY_TMPDIR"),
         )
     return ray_address()
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch that, set to ``0``, makes a node take 127.0.0.1 as its IP (as on macOS)."""
+
+
+def _loopback_only() -> None:
+    # Ray's servers (GCS, raylet, object manager, workers, runtime-env agent, the autoscaler
+    # monitor's metrics) bind 127.0.0.1 only when the node's IP is 127.0.0.1, else 0.0.0.0 or
+    # ::; and `ray.init(_node_ip_address="127.0.0.1")` is "resolved" back to the machine's
+    # address. Only Ray's no-cluster switch picks loopback. Ray read it when it was imported,
+    # so set it both for the processes ray.init starts and for this one (a private constant:
+    # tests/integration/test_ray_binding.py fails if a Ray upgrade moves it).
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        log.warning("this Ray has no ENABLE_RAY_CLUSTER switch: its ports may listen on every "
+                    "interface (see docs/THREAT_MODEL.md)")
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def join_ray(address: str, namespace: str, *, timeout_s: float = 10.0,
@@ -138,10 +166,15 @@ def join_ray(address: str, namespace: str, *, timeout_s: float = 10.0,
         log.warning("RAY_AUTH_MODE is %r: joining a Ray with token authentication will fail",
                     os.environ.get("RAY_AUTH_MODE"))
     where = "on this machine" if address == "auto" else f"at {address}"
-    if address != "auto":
+    resolved = _bootstrap_address(address)
+    if _is_loopback(resolved):
+        # a driver that joins a loopback-only Ray must take loopback as its own IP too: else
+        # Ray "resolves" 127.0.0.1 to the machine's address, where nothing listens
+        _loopback_only()
+    if resolved != "auto":
         # Ray retries an address where nothing listens for minutes, warning every 5 s: a plain
         # TCP connect tells at once whether anything is there
-        _check_listening(address, min(timeout_s, 5.0))
+        _check_listening(resolved, min(timeout_s, 5.0))
     started = time.monotonic()
     try:
         ray.init(
@@ -155,6 +188,19 @@ def join_ray(address: str, namespace: str, *, timeout_s: float = 10.0,
             f"no Ray answered {where} within {time.monotonic() - started:.0f} s "
             f"({_first_line(error)})"
         ) from error
+
+
+def _bootstrap_address(address: str) -> str:
+    if address != "auto":
+        return address
+    # the address Ray itself would take for "auto" (RAY_ADDRESS, else the last Ray started here)
+    from ray._private import services
+
+    try:
+        found = services.get_ray_address_from_environment("auto", None)  # as ray.init looks
+    except Exception:  # no Ray found: ray.init says so, with its own words
+        return address
+    return str(found or address)
 
 
 def _check_listening(address: str, timeout_s: float) -> None:
@@ -460,6 +506,10 @@ class ProjectionHandle(_ShardActor):
 
 class SupervisorHandle(_Actor):
     """A supervisor (`actors.supervisor.Supervisor`)."""
+
+    def status(self) -> Call[SupervisorStatusRow]:
+        """Ask for the supervisor's state, children and restart history."""
+        return self.send("status")
 
     def tell_escalated(self, child: str, reason: str) -> None:
         """Tell this supervisor that its child supervisor escalated (fire and forget)."""

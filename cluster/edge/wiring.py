@@ -58,6 +58,7 @@ from cluster.gateway.server import GatewayServerFactory
 from cluster.storage.journal import FsyncPolicy
 from cluster.storage.shard import ProjectionStorageFactory, ShardStorageFactory, shard_directory
 from protocols.messages import Instrument
+from protocols.rows import SupervisorStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +175,9 @@ class GatewayGroup:
         """Return every gateway's status row."""
         return handles.wait_all([self.gateway(name).status() for name in self.names], 30.0)
 
-    def supervision(self) -> dict[str, Any]:
+    def supervision(self) -> SupervisorStatusRow:
         """Return the gateway supervisor's status."""
-        status: dict[str, Any] = SupervisorHandle(GATEWAY_SUPERVISOR, self.namespace).status(
-        ).result(30.0)
-        return status
+        return SupervisorHandle(GATEWAY_SUPERVISOR, self.namespace).status().result(30.0)
 
     def stop(self) -> None:
         """Stop the supervisor first (so nothing restarts), then every gateway."""
@@ -267,7 +266,7 @@ class Cluster:
             names.append(GATEWAY_SUPERVISOR)
         return names
 
-    def supervision(self) -> list[dict[str, Any]]:
+    def supervision(self) -> list[SupervisorStatusRow]:
         """Return the status of every supervisor."""
         return handles.wait_all([self.supervisor(name).status() for name in
                                  self.supervisor_names()], 30.0)

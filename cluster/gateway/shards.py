@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from actors.core.positions import Position
 from cluster.edge.handles import BookHandle, GatewayFeed, ProjectionHandle, SupervisorHandle
 from protocols.errors import RaytradeError
-from protocols.rows import OrderRow, ShardStatusRow
+from protocols.rows import OrderRow, ShardStatusRow, SupervisorStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +71,13 @@ class ShardLink:
         return await self.positions_model.positions(account)
 
 
-async def supervisor_statuses(namespace: str, names: Sequence[str]) -> list[dict[str, Any]]:
+async def supervisor_statuses(namespace: str, names: Sequence[str]
+                              ) -> list[SupervisorStatusRow]:
     """Return the status of the named supervisors that answer (the others are left out)."""
 
-    async def one(name: str) -> dict[str, Any] | None:
+    async def one(name: str) -> SupervisorStatusRow | None:
         try:
-            row: dict[str, Any] = await SupervisorHandle(name, namespace).status().wait(
-                HEALTH_TIMEOUT_S)
+            row = await SupervisorHandle(name, namespace).status().wait(HEALTH_TIMEOUT_S)
             return row
         except RaytradeError as error:
             log.info("supervisor %s did not answer: %s", name, error)

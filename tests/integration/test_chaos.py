@@ -182,8 +182,8 @@ def test_kills_lose_nothing_acknowledged_and_duplicate_nothing(chaos_cluster: Cl
         )
         assert answer(chaos_cluster, positions_name(shard), "state_hash") == ledger.state_hash()
     restarts = sum(
-        child["restarts"]
+        child.restarts
         for status in chaos_cluster.supervision()[1:]
-        for child in status["children"].values()
+        for child in status.children
     )
     assert restarts >= 1, "the supervisors should have seen the killed actors come back"

@@ -19,6 +19,7 @@ import ray
 from actors.core.supervision import RestartIntensity, Strategy
 from actors.supervisor import Supervisor
 from cluster.edge.handles import RayProbe
+from protocols.rows import SupervisorStatusRow
 from tests.integration.supervised import WorkerStarter
 
 pytestmark = [pytest.mark.ray, pytest.mark.chaos]
@@ -46,8 +47,8 @@ def incarnations(names: list[str], namespace: str) -> dict[str, str]:
 
 def all_up(supervisor: Any) -> bool:
     """Tell whether the supervisor itself has seen every child up."""
-    children = ray.get(supervisor.status.remote())["children"].values()
-    return all(child["up"] for child in children)
+    status: SupervisorStatusRow = ray.get(supervisor.status.remote())
+    return all(child.up for child in status.children)
 
 
 def start_tree(
@@ -105,10 +106,11 @@ def test_each_strategy_restarts_the_right_children(
 
         wait_until(settled)
         # the supervisor sees the death at its next tick, which may come after the restart
-        wait_until(lambda: ray.get(subtree.status.remote())["history"] != [])
+        wait_until(lambda: ray.get(subtree.status.remote()).history != [])
         status = ray.get(subtree.status.remote())
-        assert status["state"] == "running"
-        assert status["history"][0]["child"] == crashed
+        assert isinstance(status, SupervisorStatusRow)  # a typed row crosses Ray as it is
+        assert status.state == "running"
+        assert status.history[0].child == crashed
         time.sleep(1.0)  # nothing else restarts afterwards
         assert {n for n, i in incarnations(names, namespace).items() if i != before[n]} == restarted
     finally:
@@ -123,7 +125,7 @@ def test_a_live_child_that_fails_its_health_checks_is_restarted(ray_session: Non
         before = incarnations(names, namespace)
         ray.get(ray.get_actor("second", namespace=namespace).fail_pings.remote())
         wait_until(lambda: incarnations(names, namespace)["second"] not in ("", before["second"]))
-        assert ray.get(subtree.status.remote())["history"][0]["child"] == "second"
+        assert ray.get(subtree.status.remote()).history[0].child == "second"
         assert incarnations(names, namespace)["first"] == before["first"]
     finally:
         stop_tree(namespace, names)
@@ -137,15 +139,15 @@ def test_too_many_failures_escalate_and_the_parent_rebuilds(ray_session: None) -
     )
     try:
         crash("first", namespace)
-        wait_until(lambda: ray.get(subtree.status.remote())["history"] != [])
+        wait_until(lambda: ray.get(subtree.status.remote()).history != [])
         # failures closer together than a health-check tick count once: let it see the restart
         wait_until(lambda: all_up(subtree))
         crash("first", namespace)
-        wait_until(lambda: any("escalated" in h["reason"]
-                               for h in ray.get(root.status.remote())["history"]))
-        wait_until(lambda: ray.get(subtree.status.remote())["state"] == "running"
+        wait_until(lambda: any("escalated" in h.reason
+                               for h in ray.get(root.status.remote()).history))
+        wait_until(lambda: ray.get(subtree.status.remote()).state == "running"
                    and all(incarnations(names, namespace).values()))
-        assert ray.get(subtree.status.remote())["intensity"]["recent_failures"] == 0
+        assert ray.get(subtree.status.remote()).recent_failures == 0
     finally:
         stop_tree(namespace, names)
 
@@ -163,8 +165,8 @@ def test_a_crash_loop_stops_after_a_bounded_number_of_tries(
     try:
         crash_file.touch()
         crash("third", namespace)
-        wait_until(lambda: ray.get(root.status.remote())["state"] == "failed", timeout_s=60)
-        assert ray.get(subtree.status.remote())["state"] == "escalated"
+        wait_until(lambda: ray.get(root.status.remote()).state == "failed", timeout_s=60)
+        assert ray.get(subtree.status.remote()).state == "escalated"
 
         def stopped() -> bool:
             try:

@@ -143,6 +143,25 @@ def test_a_count_or_a_kill_starts_the_timeout_again() -> None:
     assert counted_at == [1, 12, 23]
 
 
+def test_the_outage_clock_runs_from_the_first_sight_down_until_the_child_serves() -> None:
+    """``down_for`` measures one outage: from the first ping that saw the child down (or our
+    kill) until it answers again; counts, kills and a slow (SLOW) child do not touch it."""
+    watch = ChildWatch("book", restart_timeout_s=10.0)
+    watch.observe(answered("a"), 0.0)
+    watch.observe(Ping(outcome=Outcome.TIMEOUT), 1.0)
+    assert watch.state is ChildState.SLOW and watch.down_for(2.0) is None
+    watch.observe(Ping(outcome=Outcome.DOWN), 3.0)
+    for second in range(4, 30):  # counted again at 14 and 25: the clock keeps running
+        watch.observe(Ping(outcome=Outcome.DOWN), float(second))
+    assert watch.down_for(30.0) == 27.0
+    watch.killed(30.0)
+    assert watch.down_for(31.0) == 28.0
+    back = watch.observe(answered("b"), 32.0)
+    assert back.after is ChildState.UP and watch.down_for(33.0) is None
+    watch.killed(40.0)
+    assert watch.down_for(45.0) == 5.0
+
+
 def test_ray_restarts_beyond_what_was_counted_or_caused_are_failures() -> None:
     """Ray's restart count is reconciled with the deaths the table counted and the kills the
     supervisor made: only the rest are new failures."""

@@ -8,12 +8,14 @@ test says so, as Ray would deliver them later.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
 
 from actors.core.supervision import Outcome, Ping, RestartIntensity, Strategy
 from actors.supervisor import Supervisor
+from protocols.rows import SupervisedChildRow, SupervisorStatusRow
 
 CHILDREN = ["first", "second", "third"]
 
@@ -117,8 +119,13 @@ def supervise(
     )
     cluster.supervisors[name] = supervisor
     supervisor.reconcile()  # first sight of every child
-    assert all(child["up"] for child in supervisor.status()["children"].values())
+    assert all(child.up for child in supervisor.status().children)
     return supervisor
+
+
+def child(status: SupervisorStatusRow, name: str) -> SupervisedChildRow:
+    """Return the named child's row of a supervisor's status."""
+    return next(row for row in status.children if row.name == name)
 
 
 def tick(supervisor: Supervisor, clock: FakeClock, seconds: float = 0.5, times: int = 1) -> None:
@@ -146,11 +153,11 @@ def test_each_strategy_restarts_the_siblings_it_names(strategy: Strategy, killed
     assert cluster.restarted() == killed
     tick(supervisor, clock, times=5)
     status = supervisor.status()
-    assert [entry["child"] for entry in status["history"]] == ["second"]
-    assert status["history"][0]["reason"] == "restarted between health checks"
-    assert status["intensity"]["recent_failures"] == 1
-    assert all(child["up"] for child in status["children"].values())
-    assert status["children"]["second"]["restarts"] == 1
+    assert [entry.child for entry in status.history] == ["second"]
+    assert status.history[0].reason == "restarted between health checks"
+    assert status.recent_failures == 1
+    assert all(child.up for child in status.children)
+    assert child(status, "second").restarts == 1
 
 
 def test_a_down_child_is_counted_once_and_left_to_ray() -> None:
@@ -160,13 +167,14 @@ def test_a_down_child_is_counted_once_and_left_to_ray() -> None:
     supervisor = supervise(cluster, clock)
     cluster.actors["first"].go_down()
     tick(supervisor, clock, times=10)
-    assert supervisor.status()["children"]["first"] == {
-        "up": False, "restarts": 1, "offset": 10, "last_error": "first is down"}
+    assert child(supervisor.status(), "first") == SupervisedChildRow(
+        name="first", state="down", up=False, restarts=1, offset=10,
+        last_error="first is down", down_s=4.5)
     cluster.actors["first"].come_back()
     tick(supervisor, clock, times=3)
     status = supervisor.status()
-    assert len(status["history"]) == 1 and cluster.kills == []
-    assert status["children"]["first"]["up"] and status["children"]["first"]["offset"] == 20
+    assert len(status.history) == 1 and cluster.kills == []
+    assert child(status, "first").up and child(status, "first").offset == 20
 
 
 def test_a_live_child_failing_its_pings_is_killed_for_ray_to_restart() -> None:
@@ -179,9 +187,9 @@ def test_a_live_child_failing_its_pings_is_killed_for_ray_to_restart() -> None:
     assert cluster.kills == [("second", True)]
     tick(supervisor, clock, times=5)
     status = supervisor.status()
-    assert len(status["history"]) == 1
-    assert status["history"][0]["reason"].startswith("alive but failing")
-    assert status["children"]["second"]["up"]
+    assert len(status.history) == 1
+    assert status.history[0].reason.startswith("alive but failing")
+    assert child(status, "second").up
 
 
 def test_a_slow_child_is_not_counted_and_a_hung_one_is_killed_only_after_the_timeout() -> None:
@@ -193,15 +201,15 @@ def test_a_slow_child_is_not_counted_and_a_hung_one_is_killed_only_after_the_tim
     tick(supervisor, clock, seconds=5.0, times=3)
     cluster.actors["third"].outcome = Outcome.ANSWERED  # it was only busy
     tick(supervisor, clock)
-    assert supervisor.status()["history"] == [] and cluster.kills == []
+    assert supervisor.status().history == [] and cluster.kills == []
 
     cluster.actors["third"].outcome = Outcome.TIMEOUT
     tick(supervisor, clock, seconds=5.0, times=7)  # slow for 30 s: not longer than the timeout
-    assert supervisor.status()["history"] == [] and cluster.kills == []
-    assert not supervisor.status()["children"]["third"]["up"]
+    assert supervisor.status().history == [] and cluster.kills == []
+    assert not child(supervisor.status(), "third").up
     tick(supervisor, clock, seconds=5.0)
     assert cluster.kills == [("third", True)]
-    assert supervisor.status()["history"][0]["reason"].startswith("hung")
+    assert supervisor.status().history[0].reason.startswith("hung")
 
 
 def test_more_failures_than_the_intensity_allows_stop_the_children_and_escalate() -> None:
@@ -214,7 +222,7 @@ def test_more_failures_than_the_intensity_allows_stop_the_children_and_escalate(
     tick(supervisor, clock)
     cluster.actors["second"].die_and_come_back()
     tick(supervisor, clock)
-    assert supervisor.status()["state"] == "escalated"
+    assert supervisor.status().state == "escalated"
     assert cluster.kills == [(name, False) for name in CHILDREN]
     reason = "subtree|second: restarted between health checks"
     assert cluster.mail == [("escalated", "root", reason)]
@@ -229,7 +237,7 @@ def test_a_root_past_its_intensity_gives_up() -> None:
     supervisor = supervise(cluster, clock, intensity=RestartIntensity(max_restarts=0, within_s=60))
     cluster.actors["third"].go_down()
     tick(supervisor, clock)
-    assert supervisor.status()["state"] == "failed"
+    assert supervisor.status().state == "failed"
     assert cluster.mail == [] and set(cluster.actors) == set()
 
 
@@ -252,16 +260,16 @@ def test_the_parent_rebuilds_an_escalated_subtree_within_its_intensity() -> None
     root, subtree = tree(cluster, clock, root_restarts=1)
     cluster.actors["first"].go_down()
     tick(subtree, clock)
-    assert subtree.status()["state"] == "escalated" and cluster.actors == {}
+    assert subtree.status().state == "escalated" and cluster.actors == {}
     cluster.deliver()
     assert cluster.mail == []
     status = subtree.status()
-    assert status["state"] == "running" and status["intensity"]["recent_failures"] == 0
+    assert status.state == "running" and status.recent_failures == 0
     assert set(cluster.actors) == set(CHILDREN)
     tick(subtree, clock, times=3)
-    assert all(child["up"] for child in subtree.status()["children"].values())
-    assert root.status()["history"][0]["reason"].startswith("escalated: first: not answering")
-    assert root.status()["state"] == "running"
+    assert all(child.up for child in subtree.status().children)
+    assert root.status().history[0].reason.startswith("escalated: first: not answering")
+    assert root.status().state == "running"
 
 
 def test_a_parent_past_its_intensity_gives_up_on_the_subtree() -> None:
@@ -272,8 +280,8 @@ def test_a_parent_past_its_intensity_gives_up_on_the_subtree() -> None:
     cluster.actors["second"].outcome = Outcome.FAILING
     tick(subtree, clock)
     cluster.deliver()
-    assert root.status()["state"] == "failed"
-    assert subtree.status()["state"] == "escalated"
+    assert root.status().state == "failed"
+    assert subtree.status().state == "escalated"
     assert ("subtree", False) not in cluster.kills and cluster.actors == {}
 
 
@@ -285,11 +293,11 @@ def test_every_restart_ray_reports_counts() -> None:
     cluster.actors["first"].die_and_come_back(times=4)
     tick(supervisor, clock)
     status = supervisor.status()
-    assert status["state"] == "running" and status["intensity"]["recent_failures"] == 4
-    assert status["children"]["first"]["restarts"] == 4
+    assert status.state == "running" and status.recent_failures == 4
+    assert child(status, "first").restarts == 4
     cluster.actors["first"].die_and_come_back()
     tick(supervisor, clock)
-    assert supervisor.status()["state"] == "failed"
+    assert supervisor.status().state == "failed"
 
 
 def test_without_a_restart_count_a_new_incarnation_counts_once() -> None:
@@ -299,7 +307,7 @@ def test_without_a_restart_count_a_new_incarnation_counts_once() -> None:
     supervisor = supervise(cluster, clock)
     cluster.actors["first"].die_and_come_back(times=4)
     tick(supervisor, clock)
-    assert supervisor.status()["intensity"]["recent_failures"] == 1
+    assert supervisor.status().recent_failures == 1
 
 
 def test_restarts_we_caused_are_not_counted() -> None:
@@ -311,8 +319,8 @@ def test_restarts_we_caused_are_not_counted() -> None:
     tick(supervisor, clock)
     assert cluster.restarted() == set(CHILDREN)
     tick(supervisor, clock, times=5)
-    assert supervisor.status()["intensity"]["recent_failures"] == 1
-    assert all(child["up"] for child in supervisor.status()["children"].values())
+    assert supervisor.status().recent_failures == 1
+    assert all(child.up for child in supervisor.status().children)
 
 
 @pytest.mark.parametrize("report_restarts", [True, False])
@@ -325,16 +333,16 @@ def test_a_crash_loop_in_a_constructor_escalates(report_restarts: bool) -> None:
                            restart_timeout_s=10.0)
     cluster.actors["second"].go_down()
     seconds = 0.0
-    while supervisor.status()["state"] == "running":
+    while supervisor.status().state == "running":
         cluster.actors["second"].restarts += 1  # Ray tries again; the constructor raises again
         tick(supervisor, clock, seconds=1.0)
         seconds += 1.0
         assert seconds < 60, "the crash loop never escalated"
-    assert supervisor.status()["state"] == "failed"
+    assert supervisor.status().state == "failed"
     # with the count, every death is seen: the third (max_restarts + 1) comes at 2 s; without,
     # one more failure counts every restart_timeout_s after the first: 1 s, 12 s, 23 s
     assert seconds == (2.0 if report_restarts else 23.0)
-    reasons = [entry["reason"] for entry in supervisor.status()["history"]]
+    reasons = [entry.reason for entry in supervisor.status().history]
     assert reasons[0].startswith("not answering (second is down)")
 
 
@@ -347,9 +355,9 @@ def test_a_child_that_comes_back_broken_is_killed_after_the_timeout() -> None:
     tick(supervisor, clock)
     cluster.actors["first"].outcome = Outcome.FAILING
     tick(supervisor, clock, seconds=1.0, times=10)
-    assert cluster.kills == [] and len(supervisor.status()["history"]) == 1
+    assert cluster.kills == [] and len(supervisor.status().history) == 1
     tick(supervisor, clock, seconds=1.0)
-    assert cluster.kills == [("first", True)] and len(supervisor.status()["history"]) == 2
+    assert cluster.kills == [("first", True)] and len(supervisor.status().history) == 2
 
 
 class BrokenProbe(FakeCluster):
@@ -370,7 +378,7 @@ def test_a_probe_that_raises_does_not_stop_the_others_being_watched() -> None:
     cluster.actors["third"].outcome = Outcome.FAILING
     tick(supervisor, clock)
     assert cluster.kills == [("third", True)]
-    assert not supervisor.status()["children"]["first"]["up"]
+    assert not child(supervisor.status(), "first").up
 
 
 def test_the_loop_survives_every_exception() -> None:
@@ -390,6 +398,61 @@ def test_the_loop_survives_every_exception() -> None:
     supervisor = Supervisor("subtree", CHILDREN, probe=cluster, clock=clock, tick_s=0.001)
     try:
         assert ticked.wait(timeout=5)
-        assert supervisor.status()["children"]["third"]["up"]
+        assert child(supervisor.status(), "third").up
     finally:
         supervisor.stop()
+
+
+def _slow_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.levelno == logging.WARNING and ("not back" in record.getMessage()
+                                                      or "back after" in record.getMessage())]
+
+
+def test_a_child_slow_to_come_back_is_logged_once_and_once_more_when_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A child down for longer than slow_start_s gets one WARNING naming it and Ray's worker
+    start, however many ticks it stays down, and one more saying how long it was gone (issue
+    9: a book took 40.6 s to come back, with nothing in the log to say why)."""
+    cluster, clock = FakeCluster(CHILDREN), FakeClock()
+    supervisor = supervise(cluster, clock, restart_timeout_s=120.0)
+    cluster.actors["first"].go_down()
+    with caplog.at_level(logging.WARNING, logger="actors.supervisor"):
+        tick(supervisor, clock, seconds=1.0, times=10)  # down at 1 s: 9 s so far
+        assert _slow_lines(caplog) == []
+        tick(supervisor, clock, seconds=1.0, times=30)
+        assert _slow_lines(caplog) == [
+            "supervisor subtree: first still not back after 11 s; Ray's worker start may be "
+            "slow (its raylet waits up to worker_register_timeout_seconds on a hung worker "
+            "start); last error: first is down"]
+        assert child(supervisor.status(), "first").down_s == 39.0
+        cluster.actors["first"].come_back()
+        tick(supervisor, clock, seconds=1.0, times=5)
+    assert _slow_lines(caplog)[1:] == ["supervisor subtree: first back after 40.0 s"]
+    assert child(supervisor.status(), "first").down_s is None
+
+
+def test_a_restart_of_ours_slow_to_land_is_logged_and_a_quick_one_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The clock runs from our kill while the child is RESTARTING, and a counted failure in
+    between does not start it again; a child back within slow_start_s logs nothing."""
+    cluster, clock = FakeCluster(CHILDREN), FakeClock()
+    supervisor = supervise(cluster, clock, restart_timeout_s=8.0)
+    with caplog.at_level(logging.WARNING, logger="actors.supervisor"):
+        cluster.actors["second"].outcome = Outcome.FAILING
+        tick(supervisor, clock)  # killed; FakeCluster brings it back at once, still failing
+        cluster.actors["second"].outcome = Outcome.DOWN
+        tick(supervisor, clock, seconds=1.0, times=5)
+        assert _slow_lines(caplog) == []
+        cluster.actors["second"].come_back()
+        tick(supervisor, clock)
+        assert _slow_lines(caplog) == []
+
+        cluster.actors["third"].outcome = Outcome.FAILING
+        tick(supervisor, clock)
+        cluster.actors["third"].outcome = Outcome.DOWN
+        tick(supervisor, clock, seconds=1.0, times=12)  # counted again at 8 s (down too long)
+        assert [line.split(";")[0] for line in _slow_lines(caplog)] == [
+            "supervisor subtree: third still not back after 11 s"]
