@@ -133,9 +133,13 @@ class Watched:
                 for pid in alive if Path(f"/proc/{pid}").exists()]
 
     def kill(self) -> None:
+        """End the command if it still runs, and close its pipes (a failed test leaks none)."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _ray_noise(stderr: str) -> list[str]:
