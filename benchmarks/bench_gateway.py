@@ -65,6 +65,47 @@ class CpuMeter:
         return {role: round(now[role] - self.start[role], 3) for role in self.roles}
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """Return a process's resident memory now and its peak (VmRSS, VmHWM) in MB, from /proc."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            name = "rss_mb" if key == "VmRSS" else "peak_mb"
+            found[name] = round(int(value.split()[0]) / 1024, 1)
+    return found
+
+
+def run_refused_burst(address: str, batches: int, orders: int) -> dict[str, Any]:
+    """Send ``batches`` SubmitOrders of ``orders`` orders whose last order names an unknown
+    symbol, so the gateway decodes each whole batch and refuses it (INVALID_ARGUMENT)."""
+    import grpc
+
+    from protocols.generated import trading_pb2 as pb
+    from protocols.generated import trading_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(address, options=[
+        ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)
+    ])
+    stub = pb_grpc.TradingServiceStub(channel)
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    refused = 0
+    for batch in range(batches):
+        request = pb.SubmitOrdersRequest()
+        for index in range(orders):
+            request.orders.add(
+                account=f"burst-{batch}", client_order_id=f"burst-{batch}-{index}",
+                symbol="AAPL" if index < orders - 1 else "NO-SUCH-SYMBOL",
+                side=pb.SIDE_BUY, order_type=pb.ORDER_TYPE_LIMIT, quantity=1, price=18950,
+            )
+        try:
+            stub.SubmitOrders(request, metadata=metadata, timeout=120)
+        except grpc.RpcError as error:
+            refused += error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    channel.close()
+    return {"batches": batches, "orders_per_batch": orders, "refused": refused}
+
+
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -344,8 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "platform": platform.platform(), "load_average_at_start": os.getloadavg()},
         "cluster": {"shards": args.shards, "fsync": args.fsync},
     }
+    gateway_pid = roles["gateway"][0]
+    memory: dict[str, Any] = {}
+    report["gateway_memory_mb"] = memory
     try:
         time.sleep(1.0)
+        memory["at_start"] = memory_mb(gateway_pid)
         throughput = None
         if not args.skip_throughput:
             print(f"(a) throughput: {args.processes} processes x {args.in_flight} in flight x "
@@ -356,6 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(call p50 {throughput['call_p50_ms']} ms); CPU ms per 1000 orders: "
                   f"{throughput['cpu_ms_per_1000_orders']}", flush=True)
             time.sleep(3.0)  # let the readers (risk, positions) drain before timing latency
+            memory["after_throughput"] = memory_mb(gateway_pid)
+            burst = run_refused_burst(address, 2 if args.quick else 6, 100_000)
+            time.sleep(1.0)
+            memory["after_refused_burst"] = {**memory_mb(gateway_pid), **burst}
+            print(f"    gateway memory (MB): {memory}", flush=True)
         report["throughput"] = throughput
         rows = []
         for rate in args.rates:
@@ -365,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"ms p99 {row['p99_ms']} ms p99.9 {row['p999_ms']} ms "
                   f"errors {row['errors']}", flush=True)
         report["latency"] = rows
+        memory["at_end"] = memory_mb(gateway_pid)
         report["gateway"] = gateways.status()[0]
     finally:
         gateways.stop()
