@@ -8,7 +8,9 @@ One book actor per shard runs, in order, for each command batch:
 3. the write-ahead journal: the batch and the sequence range it produced are made durable
    before any event leaves the actor (issue 4);
 4. the reply (the batch's events) and, without waiting, publication of the same events to the
-   shard's readers (risk and position actors, gateways).
+   shard's readers (risk and position actors, gateways) except the batch's origin: a gateway
+   that names itself with its batch has the events in the reply, so pushing them back to it
+   would be a second Ray call for nothing.
 
 The class is plain Python: cluster wiring wraps it with ``ray.remote``; tests and benchmarks
 run it in-process. Its collaborators that touch Ray or the disk are injected: an `EventSink`
@@ -56,8 +58,12 @@ log = logging.getLogger(__name__)
 class EventSink(Protocol):
     """Where a shard's events go after the reply: the shard's readers."""
 
-    def publish(self, first_seq: int, last_seq: int, payload: bytes) -> None:
-        """Take the encoded events ``first_seq..last_seq``; must not block for long."""
+    def publish(self, first_seq: int, last_seq: int, payload: bytes, origin: str = "") -> None:
+        """Take the encoded events ``first_seq..last_seq``; must not block for long.
+
+        ``origin`` names the reader that sent the batch and has its events in the reply
+        (empty: no reader did); the sink does not send the batch to it.
+        """
         ...
 
 
@@ -174,16 +180,23 @@ class BookActor:
         """
         return self.apply(decode_commands(payload))
 
-    def apply_batch_with_ends(self, payload: bytes) -> bytes:
+    def apply_batch_with_ends(self, payload: bytes, origin: str = "") -> bytes:
         """Like `apply_batch`, but return ``msgpack([ends, events])`` where ``ends[i]`` is the index
         just past command ``i``'s events: a gateway that coalesced many requests into one
-        batch splits the reply exactly."""
+        batch splits the reply exactly.
+
+        ``origin`` is the reader name of the caller (a gateway): its events are not published
+        to that reader, which takes them from this reply. A caller that never sees the reply
+        (a timeout, a lost answer) catches up from the journal.
+        """
         ends: list[int] = []
-        reply = self.apply(decode_commands(payload), ends)
+        reply = self.apply(decode_commands(payload), ends, origin)
         return _encode_with_ends(ends, reply)
 
-    def apply(self, commands: Sequence[Command], ends: list[int] | None = None) -> bytes:
-        """Apply a decoded command batch; return its encoded events (see `apply_batch`)."""
+    def apply(self, commands: Sequence[Command], ends: list[int] | None = None,
+              origin: str = "") -> bytes:
+        """Apply a decoded command batch; return its encoded events (see `apply_batch`;
+        ``origin`` as in `apply_batch_with_ends`)."""
         if self._failed is not None:
             raise RuntimeError(f"shard {self.shard_id} stopped serving: {self._failed}")
         if not commands:
@@ -205,7 +218,7 @@ class BookActor:
                 raise
         payload = encode(events)
         if self.sink is not None:
-            self.sink.publish(first_seq, last_seq, payload)
+            self.sink.publish(first_seq, last_seq, payload, origin)
         self.batches += 1
         self.commands += len(commands)
         if self.log is not None and (
@@ -304,6 +317,11 @@ class BookActor:
         """Publish this shard's events to another reader from now on (e.g. a gateway)."""
         if self.sink is not None and hasattr(self.sink, "add_reader"):
             self.sink.add_reader(name, handle)
+
+    def reader_stats(self) -> dict[str, dict[str, int]]:
+        """Return the sink's counters per reader (batches sent, skipped, dropped; tests)."""
+        stats = getattr(self.sink, "stats", None)
+        return stats() if stats is not None else {}
 
 
 def _encode_with_ends(ends: list[int], payload: bytes) -> bytes:

@@ -426,9 +426,13 @@ class BookHandle(_ShardActor):
         """Apply an encoded command batch; the answer is its encoded events."""
         return self.send("apply_batch", payload)
 
-    def apply_batch_with_ends(self, payload: bytes) -> Call[bytes]:
-        """Apply an encoded batch; the answer also says where each command's events end."""
-        return self.send("apply_batch_with_ends", payload)
+    def apply_batch_with_ends(self, payload: bytes, origin: str = "") -> Call[bytes]:
+        """Apply an encoded batch; the answer also says where each command's events end.
+
+        ``origin``: the caller's reader name (a gateway's), so the book does not push the
+        batch's events back to the caller, which has them in this answer.
+        """
+        return self.send("apply_batch_with_ends", payload, origin)
 
     def l1(self, symbol: str) -> Call[Any]:
         """Ask for a symbol's best bid and ask."""
@@ -535,7 +539,8 @@ class GatewayHandle(_Actor):
 class GatewayFeed:
     """What a book actor publishes to for one gateway: the gateway's feed of one shard.
 
-    A `Reader` (see `cluster.edge.publish`); picklable, it names the gateway.
+    A `Reader` (see `cluster.edge.publish`); picklable, it names the gateway. It carries the
+    events of every batch but the gateway's own (those come back in the replies).
     """
 
     def __init__(self, gateway: str, shard: int, namespace: str) -> None:

@@ -11,6 +11,11 @@ pushes dominated its work); gateways, which stream to people, linger 5 ms. Per r
 most ``max_in_flight`` calls are outstanding; whatever piles up meanwhile goes out in the next
 call, so a slow reader costs fewer calls, not more.
 
+A batch is not sent to its origin: a gateway names itself (its reader name) with each batch
+it sends, and already holds the batch's events in the reply, so a push back to it would cost
+the book a Ray call (and the gateway another) for nothing. A gateway that lost the reply
+(a timeout) catches up from the journal, as a reader does after a dropped batch.
+
 Memory is bounded: past ``max_pending_bytes`` of unsent events for a reader, the oldest are
 dropped and the reader, seeing a gap in the sequence, catches up from the journal. A dead
 reader is logged and skipped; its supervisor restarts it and it recovers from the journal.
@@ -51,6 +56,10 @@ class _Reader:
         self.pending_bytes = 0
         self.in_flight: list[Call[int]] = []
         self.dropped = 0
+        self.sent = 0
+        """Batches handed to the reader's pushes."""
+        self.skipped = 0
+        """Batches not sent because this reader was their origin (it has them in the reply)."""
 
 
 class ReaderFanout:
@@ -72,11 +81,15 @@ class ReaderFanout:
         self._thread = threading.Thread(target=self._run, name="reader-fanout", daemon=True)
         self._thread.start()
 
-    def publish(self, first_seq: int, last_seq: int, payload: bytes) -> None:
-        """Queue a batch for every reader; never blocks on the readers."""
+    def publish(self, first_seq: int, last_seq: int, payload: bytes, origin: str = "") -> None:
+        """Queue a batch for every reader but ``origin`` (the reader that sent the batch and
+        has its events in the reply; empty: none); never blocks on the readers."""
         with self._wake:
             now = time.monotonic()
             for reader in self._readers:
+                if reader.name == origin:
+                    reader.skipped += 1
+                    continue
                 if not reader.pending:
                     reader.since = now
                 reader.pending.append((first_seq, last_seq, payload))
@@ -101,13 +114,16 @@ class ReaderFanout:
             self._readers.append(_Reader(name, reader, linger_s))
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Return per reader: batches pending, calls in flight, batches dropped."""
+        """Return per reader: batches pending, calls in flight, batches dropped, sent, and
+        skipped (the reader was their origin)."""
         with self._wake:
             return {
                 reader.name: {
                     "pending": len(reader.pending),
                     "in_flight": len(reader.in_flight),
                     "dropped": reader.dropped,
+                    "sent": reader.sent,
+                    "skipped": reader.skipped,
                 }
                 for reader in self._readers
             }
@@ -159,6 +175,7 @@ class ReaderFanout:
             reader.pending_bytes = 0
         if batches:
             reader.in_flight.append(reader.reader.push(batches))
+            reader.sent += len(batches)
 
 
 class FanoutFactory:

@@ -16,7 +16,9 @@ When to send:
   backpressure instead of unbounded memory.
 
 The reply carries every event of the batch (the same ones the shard publishes), so an
-``on_reply`` hook hands them to the gateway's feed at once.
+``on_reply`` hook hands them to the gateway's feed at once; the shard does not push them to
+this gateway as well. A call that failed may still have been applied (a timeout, a lost
+answer), so an ``on_failure`` hook lets the gateway catch its feed up from the journal.
 
 Ray runs one caller's calls to an actor in the order they were made, so batches to a shard
 apply in order and a client's cancel never overtakes its order.
@@ -77,10 +79,12 @@ class ShardBatcher:
         max_queued: int = 200_000,
         linger_s: float = 0.001,
         on_reply: Callable[[list[Event]], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.shard = shard
         self._send = send
         self._on_reply = on_reply
+        self._on_failure = on_failure
         self.max_batch_commands = max_batch_commands
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
@@ -92,6 +96,8 @@ class ShardBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches_sent = 0
         self.commands_sent = 0
+        self.failed_batches = 0
+        """Batches whose call failed (the shard may have applied them all the same)."""
 
     @property
     def queued(self) -> int:
@@ -182,6 +188,12 @@ class ShardBatcher:
                 raise
             except Exception as failure:  # every caller must get an answer
                 self._fail(batch, failure)
+                self.failed_batches += 1
+                if self._on_failure is not None:
+                    try:
+                        self._on_failure(failure)
+                    except Exception:  # the batcher must outlive its hook
+                        log.exception("shard %d: the failure hook failed", self.shard)
                 return
             if self._on_reply is not None and events:
                 self._on_reply(events)

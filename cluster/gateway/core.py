@@ -5,6 +5,13 @@ it routes internal commands to their shard's `ShardBatcher`, refuses what the ga
 decide itself (a halted symbol, a killed account, an order id that cannot be in the symbol's
 shard, an account over its rate), and keeps one `ShardFeed` per shard for the streams.
 
+A feed gets the events of the gateway's own batches from the replies (the batcher's
+``on_reply``): each batch names this gateway as its origin, so the book does not push them
+back (that push was a second Ray call per batch, ~22% of a batched order's CPU). The events of
+other origins (other gateways, clients that bypass gateways) are pushed. A batch whose reply
+never came (a timeout, a lost answer) may have been applied all the same: the feed then reads
+it from the journal (`_catch_up`), right after the failure rather than at the next gap.
+
 It also keeps the feeds attached: a maintenance loop pings every book actor, subscribes the
 gateway again when a book actor restarted (a new process forgets its readers), fills gaps
 from the journal, and reports health.
@@ -224,7 +231,7 @@ class GatewayCore:
                                    self.clock.monotonic)
         self.notifier = Notifier()
         self.links = [
-            ShardLink(shard, namespace, timeout_s=config.shard_timeout_s)
+            ShardLink(shard, namespace, timeout_s=config.shard_timeout_s, origin=name)
             for shard in range(self.shards)
         ]
         by_shard: dict[int, list[Instrument]] = {shard: [] for shard in range(self.shards)}
@@ -260,9 +267,11 @@ class GatewayCore:
                 max_queued=config.max_queued_commands,
                 linger_s=config.linger_s,
                 on_reply=self.feeds[shard].offer,
+                on_failure=functools.partial(self.on_batch_failed, shard),
             )
             for shard in range(self.shards)
         ]
+        self._catching_up: set[int] = set()
         self.shard_up = [False] * self.shards
         self.shard_errors = [""] * self.shards
         self._incarnations: list[str | None] = [None] * self.shards
@@ -380,6 +389,36 @@ class GatewayCore:
         serving = self.serving
         for listener in self._health_listeners:
             listener(serving)
+
+    def on_batch_failed(self, shard: int, error: BaseException) -> None:
+        """Catch the shard's feed up from the journal after a batch whose reply never came.
+
+        The shard may have applied the batch (the call timed out, or the answer was lost); it
+        did not push it here, since this gateway is the batch's origin. Without this, the feed
+        would find those events only at the next gap or lag check.
+        """
+        if shard not in self._catching_up:
+            self._catching_up.add(shard)
+            self.spawn(self._catch_up(shard))
+
+    async def _catch_up(self, shard: int) -> None:
+        feed = self.feeds[shard]
+        try:
+            # Ray runs this caller's calls to the book in order: the ping answers after the
+            # failed batch did, so its next seq covers that batch's events if it was applied
+            _, next_seq = await self.links[shard].ping()
+            for _ in range(2):  # a repair already running may stop short of next_seq
+                if not feed.ready.is_set() or feed.next_seq >= next_seq:
+                    return
+                repair = feed.repair(next_seq - 1)
+                if repair is None:
+                    return
+                await asyncio.wait({repair})
+        except ShardUnavailableError as error:  # the maintenance loop follows it up
+            log.info("gateway %s: shard %d did not answer after a failed batch: %s",
+                     self.name, shard, error)
+        finally:
+            self._catching_up.discard(shard)
 
     def on_events(self, shard: int, batches: Sequence[tuple[int, int, bytes]]) -> int:
         """Take a shard's pushed event batches; return the next seq the feed expects."""
@@ -558,7 +597,8 @@ class GatewayCore:
             ],
             "batchers": [
                 {"shard": batcher.shard, "batches": batcher.batches_sent,
-                 "commands": batcher.commands_sent, "queued": batcher.queued,
+                 "commands": batcher.commands_sent, "failed": batcher.failed_batches,
+                 "queued": batcher.queued,
                  "in_flight": batcher.in_flight}
                 for batcher in self.batchers
             ],

@@ -26,8 +26,12 @@ HEALTH_TIMEOUT_S = 5.0
 class ShardLink:
     """Async calls to one shard's book, risk and position actors."""
 
-    def __init__(self, shard: int, namespace: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, shard: int, namespace: str, *, timeout_s: float = 10.0,
+                 origin: str = "") -> None:
         self.shard = shard
+        self.origin = origin
+        """The gateway's reader name, sent with each batch: the book does not push that
+        batch's events back to this gateway, which has them in the reply."""
         self.book = BookHandle(shard, namespace, timeout_s=timeout_s)
         self.positions_model = ProjectionHandle(shard, "positions", namespace,
                                                 timeout_s=timeout_s)
@@ -36,7 +40,7 @@ class ShardLink:
 
     async def apply_batch(self, payload: bytes) -> bytes:
         """Apply an encoded command batch; return ``apply_batch_with_ends``' reply."""
-        return await self.book.apply_batch_with_ends(payload)
+        return await self.book.apply_batch_with_ends(payload, self.origin)
 
     async def ping(self) -> tuple[str, int]:
         """Return the book actor's incarnation and next sequence number."""

@@ -89,8 +89,8 @@ class LocalBook:
         self.actor = BookActor(shard, instruments, client_order_id_window=1000)
         self.readers: list[str] = []
 
-    async def apply_batch_with_ends(self, payload: bytes) -> bytes:
-        return self.actor.apply_batch_with_ends(payload)
+    async def apply_batch_with_ends(self, payload: bytes, origin: str = "") -> bytes:
+        return self.actor.apply_batch_with_ends(payload, origin)
 
     def ping(self) -> _Answered:
         return _Answered(self.actor.ping())

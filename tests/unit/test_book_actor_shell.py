@@ -7,7 +7,9 @@ tick; an in-memory `ShardLog` records what the actor journals and snapshots.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -177,3 +179,71 @@ def test_projections_answer_with_the_cores_structs() -> None:
     assert [(p.account, p.net_quantity, p.cost) for p in reply.positions] == [
         ("A", 5, "45000"), ("B", -5, "-45000"),
     ]
+
+
+class _Done:
+    """A push that has already been answered (what `ReaderFanout` expects of a `Call`)."""
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout_s: float | None = None) -> int:
+        return 0
+
+
+class RecordingReader:
+    """A `cluster.edge.publish.Reader` that records the batches pushed to it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def push(self, batches: Sequence[tuple[int, int, bytes]]) -> _Done:
+        self.batches.extend((first, last) for first, last, _ in batches)
+        return _Done()
+
+
+def test_a_batch_is_not_pushed_back_to_the_gateway_that_sent_it() -> None:
+    """The book publishes a gateway's batch to every reader but that gateway (it has the
+    events in the reply); batches of other origins still reach it."""
+    from cluster.edge.publish import ReaderFanout
+
+    readers: dict[str, Any] = {  # duck-typed `Reader`s: their pushes are answered at once
+        name: RecordingReader() for name in ("risk", "gateway-0", "gateway-1")}
+    fanout = ReaderFanout({"risk": readers["risk"]}, linger_s=0.0)
+    try:
+        fanout.add_reader("gateway-0", readers["gateway-0"], linger_s=0.0)
+        fanout.add_reader("gateway-1", readers["gateway-1"], linger_s=0.0)
+        book = BookActor(0, INSTRUMENTS, sink_factory=lambda: fanout)
+        symbol = INSTRUMENTS[0].symbol
+
+        def order(client_order_id: str) -> bytes:
+            commands: list[Command] = [NewOrder(account="a", client_order_id=client_order_id,
+                                                symbol=symbol, side=Side.BUY, quantity=1,
+                                                price=100, ts_ns=1)]
+            return encode(commands)
+
+        first = book.engine.next_seq
+        book.apply_batch_with_ends(order("own-1"), origin="gateway-0")
+        book.apply_batch_with_ends(order("own-2"), origin="gateway-0")
+        middle = book.engine.next_seq
+        book.apply_batch_with_ends(order("other"), origin="gateway-1")
+        book.apply_batch(order("direct"))  # a client that bypasses gateways: no origin
+        last = book.engine.next_seq - 1
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            row["pending"] for row in book.reader_stats().values()
+        ):
+            time.sleep(0.01)
+        stats = book.reader_stats()
+    finally:
+        fanout.close()
+    assert stats["gateway-0"]["skipped"] == 2
+    assert stats["gateway-0"]["sent"] == 2
+    assert stats["gateway-1"]["skipped"] == 1
+    assert stats["gateway-1"]["sent"] == 3
+    assert (stats["risk"]["sent"], stats["risk"]["skipped"], stats["risk"]["dropped"]) == (
+        4, 0, 0)
+    assert readers["gateway-0"].batches[0][0] == middle
+    assert readers["gateway-0"].batches[-1][1] == last
+    assert readers["risk"].batches[0][0] == first
+    assert [end for _, end in readers["risk"].batches][-1] == last

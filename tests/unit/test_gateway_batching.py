@@ -7,13 +7,33 @@ are the real format; its send function counts calls and can be held open or made
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from actors.book_actor import BookActor
+from cluster.config import ShardMap
 from cluster.gateway.batching import ShardBatcher
+from cluster.gateway.config import GatewayConfig
+from cluster.gateway.core import GatewayCore
+from cluster.gateway.streams import ShardFeed, StreamSettings, concerns, follow_executions
+from cluster.storage.journal import FsyncPolicy
+from cluster.storage.shard import ShardStorageFactory, shard_directory
 from protocols.errors import QueueFullError, ShardUnavailableError
-from protocols.messages import Event, Instrument, NewOrder, OrderAccepted, OrderRejected, Side
+from protocols.messages import (
+    Command,
+    Event,
+    Instrument,
+    NewOrder,
+    OrderAccepted,
+    OrderRejected,
+    Side,
+    decode_commands,
+    encode,
+)
 
 INSTRUMENTS = [Instrument(symbol="AAPL")]
 
@@ -41,6 +61,11 @@ class FakeShard:
 def buy(client_order_id: str, quantity: int = 1) -> NewOrder:
     return NewOrder(account="alice", client_order_id=client_order_id, symbol="AAPL",
                     side=Side.BUY, quantity=quantity, price=100)
+
+
+def sell(client_order_id: str) -> NewOrder:
+    return NewOrder(account="bob", client_order_id=client_order_id, symbol="AAPL",
+                    side=Side.SELL, quantity=2, price=100)
 
 
 def test_concurrent_requests_share_one_batch_and_get_their_own_events() -> None:
@@ -192,3 +217,179 @@ def test_replies_are_offered_to_the_feed() -> None:
     ]
     assert isinstance(events[1], OrderRejected)
     assert [event.seq for event in events] == [1, 2, 3]
+
+
+def test_a_failed_call_is_reported_to_the_failure_hook() -> None:
+    """A call that failed may have been applied (a timeout, a lost answer): ``on_failure``
+    hears of it, so the gateway can catch its feed up from the journal."""
+
+    async def scenario() -> list[BaseException]:
+        failures: list[BaseException] = []
+        shard = FakeShard()
+        shard.failure = ShardUnavailableError(0, "took longer than 10 s")
+        batcher = ShardBatcher(0, shard.send, on_failure=failures.append)
+        with pytest.raises(ShardUnavailableError):
+            await batcher.enqueue([buy("lost")])
+        assert batcher.failed_batches == 1
+        return failures
+
+    (failure,) = asyncio.run(scenario())
+    assert isinstance(failure, ShardUnavailableError)
+
+
+# ------------------------------------------------------------------- no push to the origin
+
+
+class OriginSink:
+    """An `EventSink` that pushes each batch to every gateway feed but its origin's, after a
+    random delay (pushes to an async actor arrive in any order)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.feeds: dict[str, ShardFeed] = {}
+        self.pushes: set[asyncio.Task[None]] = set()
+        self.sent: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def publish(self, first_seq: int, last_seq: int, payload: bytes, origin: str = "") -> None:
+        for name, feed in self.feeds.items():
+            if name == origin:
+                self.skipped[name] = self.skipped.get(name, 0) + 1
+                continue
+            self.sent[name] = self.sent.get(name, 0) + 1
+            task = asyncio.get_running_loop().create_task(
+                self._push(feed, first_seq, last_seq, payload))
+            self.pushes.add(task)
+            task.add_done_callback(self.pushes.discard)
+
+    async def _push(self, feed: ShardFeed, first_seq: int, last_seq: int, payload: bytes) -> None:
+        await asyncio.sleep(self.rng.random() * 0.004)
+        feed.push(first_seq, last_seq, payload)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_feeds_fold_every_event_once_when_own_batches_come_only_in_replies(seed: int) -> None:
+    """Two gateways (two batches in flight each, replies back in any order) and a client
+    without a gateway share a shard; the book pushes no gateway its own batches. Each feed
+    still folds the shard's whole sequence exactly once, in order, with no journal repair:
+    replies and other origins' pushes wait in the feed until the sequence is contiguous."""
+    rng = random.Random(seed)
+
+    async def scenario() -> tuple[BookActor, OriginSink, dict[str, ShardFeed],
+                                  dict[str, ShardBatcher]]:
+        sink = OriginSink(rng)
+        book = BookActor(0, INSTRUMENTS, sink_factory=lambda: sink)
+        feeds = {name: ShardFeed(0, ["AAPL"], ring_events=100_000, history=None)
+                 for name in ("gateway-0", "gateway-1")}
+        for feed in feeds.values():
+            feed.start(book.engine.next_seq, {}, [], [])
+        sink.feeds = dict(feeds)
+
+        def send_as(origin: str) -> Callable[[bytes], Awaitable[bytes]]:
+            async def send(payload: bytes) -> bytes:
+                reply = book.apply_batch_with_ends(payload, origin)  # applied in send order
+                await asyncio.sleep(rng.random() * 0.004)  # answers come back in any order
+                return reply
+            return send
+
+        batchers = {
+            name: ShardBatcher(0, send_as(name), max_in_flight=2, linger_s=0.0005,
+                               on_reply=feeds[name].offer)
+            for name in feeds
+        }
+
+        async def trader(name: str, count: int) -> None:
+            for index in range(count):
+                await batchers[name].enqueue([buy(f"{name}-{index}", 1 + index % 3)])
+                await asyncio.sleep(rng.random() * 0.001)
+
+        async def direct(count: int) -> None:
+            for index in range(count):
+                commands: list[Command] = [sell(f"direct-{index}")]
+                payload = encode(commands)
+                book.apply_batch(payload)
+                await asyncio.sleep(rng.random() * 0.002)
+
+        await asyncio.gather(*(trader(name, 40) for name in feeds),
+                             *(trader(name, 40) for name in feeds), direct(30))
+        deadline = asyncio.get_running_loop().time() + 5
+        while sink.pushes and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return book, sink, feeds, batchers
+
+    book, sink, feeds, batchers = asyncio.run(scenario())
+    head = book.engine.next_seq
+    for name, feed in feeds.items():
+        events = feed.ring.after(0, 1_000_000)
+        assert events is not None
+        assert [event.seq for event in events] == list(range(1, head)), name
+        assert feed.next_seq == head and feed.repairs == 0 and feed.gap_end is None
+        # own batches never pushed: every push it got came from another origin
+        assert sink.skipped[name] == batchers[name].batches_sent
+        assert feed.pushed_batches == sink.sent[name] == book.batches - sink.skipped[name]
+
+
+def test_a_batch_whose_reply_was_lost_reaches_the_feed_from_the_journal(tmp_path: Path) -> None:
+    """The shard applied a batch but the gateway never saw the answer (a timeout): the book
+    did not push it either (this gateway was its origin), so the gateway reads it from the
+    journal right after the failure; the execution stream then delivers every report once."""
+    instruments = [Instrument(symbol="AAPL")]
+    book = BookActor(0, instruments, client_order_id_window=1000,
+                     log_factory=ShardStorageFactory(shard_directory(str(tmp_path), 0),
+                                                     FsyncPolicy()))
+    core = GatewayCore("gateway-0", GatewayConfig(), namespace="unit", shard_map=ShardMap(1),
+                       instruments=instruments, data_dir=str(tmp_path),
+                       client_order_id_window=1000)
+    lose = {"lost"}
+
+    async def send(payload: bytes) -> bytes:
+        reply = book.apply_batch_with_ends(payload, "gateway-0")
+        if any(getattr(c, "client_order_id", "") in lose for c in decode_commands(payload)):
+            raise ShardUnavailableError(0, "apply_batch_with_ends took longer than 10 s")
+        return reply
+
+    class Pinged:
+        async def wait(self, timeout_s: float | None = None) -> tuple[str, int]:
+            return book.ping()
+
+    class Book:
+        def ping(self) -> Pinged:
+            return Pinged()
+
+    core.links[0].book = Book()  # type: ignore[assignment]
+    core.batchers[0] = ShardBatcher(0, send, on_reply=core.feeds[0].offer,
+                                    on_failure=functools.partial(core.on_batch_failed, 0))
+
+    async def scenario() -> list[int]:
+        feed = core.feeds[0]
+        view = core.histories[0].view()
+        core.ids.load(0, view.client_order_ids)
+        feed.start(view.next_seq, view.books, view.halted_symbols, view.killed_accounts)
+        stream = follow_executions({0: feed}, {"alice"}, {0: 0}, core.notifier,
+                                   StreamSettings(heartbeat_s=0.05))
+        await anext(stream)
+        await core.route_to_shard(buy("before"))
+        with pytest.raises(ShardUnavailableError):
+            await core.route_to_shard(buy("lost"))
+        seen: list[int] = []
+        deadline = asyncio.get_running_loop().time() + 5
+        while feed.next_seq < book.engine.next_seq:
+            assert asyncio.get_running_loop().time() < deadline, "the lost batch never came"
+            await asyncio.sleep(0.01)
+        assert feed.repairs == 1 and feed.pushed_batches == 0
+        await core.route_to_shard(buy("after"))
+        while not seen or seen[-1] < book.engine.next_seq - 1:
+            chunk = await anext(stream)
+            seen.extend(event.seq for _, events in chunk.parts for event in events)
+            if chunk.cursor[0] >= book.engine.next_seq - 1:
+                break
+        await stream.aclose()
+        await core.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    accepted = [event.seq for events in core.histories[0].events(1) for event in events
+                if isinstance(event, OrderAccepted)]
+    assert len(accepted) == 3
+    assert seen == [seq for events in core.histories[0].events(1) for event in events
+                    if concerns(event, {"alice"}) for seq in [event.seq]]
