@@ -10,11 +10,15 @@ machine (load generators included, as they share its cores):
     rate, each at its scheduled time whether or not earlier ones answered (no coordinated
     omission), and measures from the scheduled time to the answer; p50/p99/p99.9 per rate.
 
-Writes ``benchmarks/results/gateway.json`` and ``gateway_latency.png`` (latency vs load).
+Writes ``benchmarks/results/gateway.json`` and ``gateway_latency.png`` (latency vs load). Its
+summary keys, derived from the figures beside them: ``batched_orders_per_s`` (from (a)) and
+``single``, one ``{rate, p50_ms, p99_ms, p999_ms, achieved_rate}`` per rate of (b).
 
     python benchmarks/bench_gateway.py                      # the full run (~2 minutes)
     python benchmarks/bench_gateway.py --quick              # a smoke run
     python benchmarks/bench_gateway.py --rates 250 500 --batch 2000 --processes 3
+    python benchmarks/bench_gateway.py --replot benchmarks/results/gateway.json  # no run:
+                                          # redraw the plot, (re)derive the summary keys
 """
 
 from __future__ import annotations
@@ -319,9 +323,29 @@ def plot(path: Path, rows: list[dict[str, Any]], throughput: dict[str, Any] | No
     figure.savefig(path, dpi=120)
 
 
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Return the report's summary keys, derived from its throughput and latency figures."""
+    throughput = report.get("throughput")
+    return {
+        "batched_orders_per_s": throughput["orders_per_s"] if throughput else None,  # skipped
+        "single": [
+            {"rate": row["target_rate"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
+             "p999_ms": row["p999_ms"], "achieved_rate": row["achieved_rate"]}
+            for row in report["latency"]
+        ],
+    }
+
+
+def with_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Return the report with its summary keys (re)derived, first."""
+    fresh = summary(report)
+    return {**fresh, **{key: value for key, value in report.items() if key not in fresh}}
+
+
 def replot(path: Path) -> None:
-    """Redraw the plot from a results JSON file."""
+    """Redraw the plot from a results JSON file, and (re)write its summary keys."""
     report = json.loads(path.read_text())
+    path.write_text(json.dumps(with_summary(report), indent=2, default=str))
     plot(path.with_name("gateway_latency.png"), report["latency"], report["throughput"])
 
 
@@ -422,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.stop()
         ray.shutdown()
     report["machine"]["load_average_at_end"] = os.getloadavg()
+    report = with_summary(report)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "gateway.json").write_text(json.dumps(report, indent=2, default=str))
     plot(args.output / "gateway_latency.png", report["latency"], report["throughput"])
