@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from cluster.edge.wiring import Cluster, GatewayGroup, start_cluster, start_gate
 from cluster.gateway.auth import hash_token
 from cluster.gateway.config import GatewayConfig, TokenEntry
 from protocols.generated import trading_pb2 as pb
+from tests.integration.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.chaos, pytest.mark.slow]
 
@@ -31,10 +31,6 @@ TOKENS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

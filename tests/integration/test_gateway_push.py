@@ -9,7 +9,6 @@ bypasses gateways) are still pushed and reach the stream.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -33,16 +32,13 @@ from cluster.gateway.streams import concerns
 from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.messages import NewOrder, Side
+from tests.integration.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.slow]
 
 TOKENS = [TokenEntry(sha256=hash_token("erin-token"), name="erin", accounts=["erin"])]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from cluster.gateway.streams import concerns
 from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.messages import NewOrder, OrderAccepted, Side
+from tests.integration.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.chaos, pytest.mark.slow]
 
@@ -42,10 +42,6 @@ TOKENS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -11,7 +11,6 @@ beyond the journal's end is OUT_OF_RANGE; cancelling a stream during a journal r
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
+from tests.integration.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.slow]
 
@@ -45,10 +45,6 @@ RING_EVENTS = 50
 Report = tuple[int, int, int, int]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
