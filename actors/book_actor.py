@@ -28,7 +28,7 @@ from typing import Protocol
 
 import msgspec
 
-from actors.core.book import RestingOrder
+from actors.core.book import OrderBook, RestingOrder
 from actors.core.engine import MatchingEngine
 from actors.core.risk import ALL_ACCOUNTS, RiskLimits
 from actors.core.shard import (
@@ -233,7 +233,7 @@ class BookActor:
         if self.log is None:
             raise RuntimeError("this book actor has no log to snapshot to")
         started = self.clock()
-        next_seq = self.engine.next_seq
+        next_seq: int = self.engine.next_seq
         self.log.save_snapshot(next_seq, self.state())
         self._last_snapshot_seq = next_seq
         self._last_snapshot_at = self.clock()
@@ -258,13 +258,15 @@ class BookActor:
 
     def l1(self, symbol: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         """Return best bid and ask as ``(price, quantity)`` or None per side."""
-        return self.engine.books[symbol].l1()
+        book: OrderBook = self.engine.books[symbol]
+        return book.l1()
 
     def l2(
         self, symbol: str, depth: int
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         """Return up to ``depth`` levels per side as ``(price, quantity, order_count)``."""
-        return self.engine.books[symbol].l2(depth)
+        book: OrderBook = self.engine.books[symbol]
+        return book.l2(depth)
 
     def order(self, order_id: int) -> OrderRow | None:
         """Return a live order, or None if it is not open."""

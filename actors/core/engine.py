@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
+import cython
 import msgspec
 
 from actors.core.book import BookState, OrderBook, OrderIds, PreTradeGate, RestingOrder
@@ -52,6 +53,9 @@ from protocols.messages import (
     SetSymbolHalt,
     SymbolHaltSet,
 )
+
+COMPILED: Final[bool] = cython.compiled
+"""True when this module runs as its Cython extension, False as plain Python."""
 
 ORDER_ID_SHARD_BITS: Final = 40
 """Order ids are ``shard_id << 40 | n``: unique across shards, ~10**12 orders per shard."""
@@ -89,8 +93,20 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     snapshots written before the kinds were kept)."""
 
 
+@cython.final
+@cython.cclass
 class MatchingEngine:
     """Apply command batches to the order books of one shard."""
+
+    shard_id = cython.declare(object, visibility="public")
+    gate = cython.declare(object, visibility="public")
+    client_order_id_window = cython.declare(cython.Py_ssize_t, visibility="public")
+    books = cython.declare(dict, visibility="public")
+    """Symbol -> its `OrderBook`."""
+    next_seq = cython.declare(object, visibility="public")
+    cython.declare(
+        _seen=dict, _seen_order=object, _seen_values=object, _order_ids=object, _symbols=list,
+    )
 
     def __init__(
         self,
@@ -111,7 +127,7 @@ class MatchingEngine:
         self._seen_order: deque[tuple[str, str]] = deque()
         self._seen_values: deque[int] = deque()
         self._order_ids = OrderIds((shard_id << ORDER_ID_SHARD_BITS) + 1)
-        self.books: dict[str, OrderBook] = {
+        self.books = {
             instrument.symbol: OrderBook(instrument, gate, self._order_ids)
             for instrument in instruments
         }
@@ -122,8 +138,11 @@ class MatchingEngine:
     @property
     def next_order_id(self) -> int:
         """Id the next accepted order gets."""
-        return self._order_ids.next
+        next_id: int = self._order_ids.next
+        return next_id
 
+    @cython.locals(out=list, books=dict, seen=dict, touched=set, seq=cython.longlong,
+                   first=cython.Py_ssize_t)
     def apply(self, commands: Sequence[Command], ends: list[int] | None = None) -> list[Event]:
         """Apply a batch of commands in order and return every event it caused.
 
@@ -138,6 +157,7 @@ class MatchingEngine:
         books = self.books
         gate = self.gate
         seen = self._seen if self.client_order_id_window else None
+        touched = set()  # symbols whose books may have level changes to flush
         first = 0
         for command in commands:
             if gate is not None:
@@ -162,18 +182,20 @@ class MatchingEngine:
                     out.append(_reject(command, RejectCode.UNKNOWN_SYMBOL, text, seq))
                     seq += 1
                 elif kind is NewOrder:
+                    touched.add(symbol)
                     before = self._order_ids.next
-                    seq = book.submit(command, seq, out)  # type: ignore[arg-type]
+                    seq = book.submit(command, seq, out)
                     if self._order_ids.next != before:
                         named = before
                 else:
+                    touched.add(symbol)
                     resting = book.orders.get(named)
                     # another account's order is answered as a missing one (module docstring)
                     if resting is not None and resting.account == command.account:
                         if kind is CancelOrder:
-                            seq = book.cancel(command, seq, out)  # type: ignore[arg-type]
+                            seq = book.cancel(command, seq, out)
                         else:
-                            seq = book.replace(command, seq, out)  # type: ignore[arg-type]
+                            seq = book.replace(command, seq, out)
                     else:
                         out.append(self._reject_missing(command, seq))  # type: ignore[arg-type]
                         seq += 1
@@ -181,6 +203,7 @@ class MatchingEngine:
                     self._remember(key, named << _KIND_BITS | _REQUEST_OF[kind])
             elif kind in _ADMIN:
                 seq = self._apply_admin(command, seq, out)
+                touched.update(self._symbols)  # a mass cancel or kill switch may touch any
             else:
                 raise TypeError(f"not a command: {command!r}")
             if gate is not None:
@@ -188,13 +211,14 @@ class MatchingEngine:
             if ends is not None:
                 ends.append(len(out))
         ts_ns = commands[-1].ts_ns
-        for symbol in self._symbols:
+        for symbol in sorted(touched) if len(touched) > 1 else touched:
             book = books[symbol]
             if book.dirty:
                 seq = book.flush_level_changes(ts_ns, seq, out)
         self.next_seq = seq
         return out
 
+    @cython.cfunc
     def _remember(self, key: tuple[str, str], value: int) -> None:
         self._seen[key] = value
         self._seen_order.append(key)
@@ -287,7 +311,7 @@ class MatchingEngine:
     def find_order(self, order_id: int) -> RestingOrder | None:
         """Return the live order with this id, or None."""
         for book in self.books.values():
-            order = book.orders.get(order_id)
+            order: RestingOrder | None = book.orders.get(order_id)
             if order is not None:
                 return order
         return None
@@ -314,7 +338,7 @@ class MatchingEngine:
         client_order_id_window: int = 0,
     ) -> MatchingEngine:
         """Rebuild an engine from a snapshot of its state (the gate restores its own)."""
-        engine = cls(instruments, state.shard_id, gate, client_order_id_window)
+        engine: MatchingEngine = cls(instruments, state.shard_id, gate, client_order_id_window)
         keys = list(zip(state.window_accounts, state.window_client_order_ids, strict=True))
         # a snapshot from before the kinds were kept has none: 0 (unknown) for each
         requests = state.window_requests or [0] * len(keys)

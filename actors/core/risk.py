@@ -65,6 +65,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+import cython
 import msgspec
 
 from protocols.messages import (
@@ -88,6 +89,9 @@ from protocols.messages import (
     SymbolHaltSet,
     Trade,
 )
+
+COMPILED: Final[bool] = cython.compiled
+"""True when this module runs as its Cython extension, False as plain Python."""
 
 ALL_ACCOUNTS: Final = "*"
 """The account name whose limits apply to every account that does not set its own."""
@@ -206,10 +210,16 @@ class AccountExposure(msgspec.Struct, frozen=True, kw_only=True):
 # ------------------------------------------------------------------------------ internal records
 
 
+@cython.final
+@cython.no_gc  # holds no reference that could close a cycle
+@cython.cclass
 class _Exposure:
     """Position and open quantities of one (account, symbol)."""
 
-    __slots__ = ("open_buy", "open_orders", "open_sell", "position")
+    position = cython.declare(object, visibility="public")
+    open_buy = cython.declare(object, visibility="public")
+    open_sell = cython.declare(object, visibility="public")
+    open_orders = cython.declare(cython.Py_ssize_t, visibility="public")
 
     def __init__(self) -> None:
         self.position = 0
@@ -218,29 +228,79 @@ class _Exposure:
         self.open_orders = 0
 
 
+@cython.final
+@cython.no_gc  # holds no reference that could close a cycle
+@cython.cclass
 class _Account:
     """Per-account counters: open orders in the shard, the rate bucket, the exposures."""
 
-    __slots__ = ("exposures", "open_orders", "tokens", "tokens_ts_ns")
+    open_orders = cython.declare(cython.Py_ssize_t, visibility="public")
+    tokens = cython.declare(object, visibility="public")
+    """Billionths of a token at ``tokens_ts_ns``; None: never used, so full."""
+    tokens_ts_ns = cython.declare(object, visibility="public")
+    exposures = cython.declare(dict, visibility="public")
+    """Symbol -> `_Exposure`."""
 
     def __init__(self) -> None:
         self.open_orders = 0
-        self.tokens: int | None = None
-        """Billionths of a token at ``tokens_ts_ns``; None: never used, so full."""
+        self.tokens = None
         self.tokens_ts_ns = 0
-        self.exposures: dict[str, _Exposure] = {}
+        self.exposures = {}
 
 
-class _Order(msgspec.Struct, gc=False):
+@cython.final
+@cython.no_gc  # holds no reference that could close a cycle
+@cython.cclass
+class _Order:
     """An open order in the index; it points at the records its quantity is counted in."""
 
-    account: str
-    symbol: str
-    buying: bool
-    price: int
-    quantity: int
-    exposure: _Exposure
-    holder: _Account
+    account = cython.declare(str, visibility="public")
+    symbol = cython.declare(str, visibility="public")
+    buying = cython.declare(cython.bint, visibility="public")
+    price = cython.declare(object, visibility="public")
+    quantity = cython.declare(object, visibility="public")
+    exposure = cython.declare(_Exposure, visibility="public")
+    holder = cython.declare(_Account, visibility="public")
+
+    def __init__(
+        self,
+        account: str,
+        symbol: str,
+        buying: bool,
+        price: int,
+        quantity: int,
+        exposure: _Exposure,
+        holder: _Account,
+    ) -> None:
+        self.account = account
+        self.symbol = symbol
+        self.buying = buying
+        self.price = price
+        self.quantity = quantity
+        self.exposure = exposure
+        self.holder = holder
+
+
+@cython.cfunc
+def _new_order(
+    account: str,
+    symbol: str,
+    buying: cython.bint,
+    price: object,
+    quantity: object,
+    exposure: _Exposure,
+    holder: _Account,
+) -> _Order:
+    """Make an `_Order` without the argument parsing of a call to its class."""
+    order: _Order = _Order.__new__(_Order)
+    order.account = account
+    order.symbol = symbol
+    order.buying = buying
+    order.price = price
+    order.quantity = quantity
+    order.exposure = exposure
+    order.holder = holder
+    return order
 
 
 class _Limits(msgspec.Struct, frozen=True, gc=False):
@@ -296,6 +356,8 @@ def _take_token(holder: _Account, limits: _Limits, rate: int, ts_ns: int) -> Non
 # ------------------------------------------------------------------------------ the gate
 
 
+@cython.final
+@cython.cclass
 class RiskLimits:
     """Check orders against each account's limits and fold the shard's events into exposure.
 
@@ -304,9 +366,15 @@ class RiskLimits:
     account and symbol where no `SetRiskLimits` sets a field.
     """
 
+    cython.declare(
+        _reference_prices=dict, _default=object, _configs=dict, _killed=set, _halted=set,
+        _last_prices=dict, _accounts=dict, _orders=dict, _resolved=dict,
+    )
+
     def __init__(
         self, instruments: Iterable[Instrument], default_limits: RiskLimitsConfig | None = None
     ) -> None:
+        # symbol -> its instrument's reference price (or None)
         self._reference_prices: dict[str, int | None] = {
             instrument.symbol: instrument.reference_price for instrument in instruments
         }
@@ -322,6 +390,7 @@ class RiskLimits:
 
     # ---------------------------------------------------------------- the gate protocol
 
+    @cython.locals(per_account=dict, holder=_Account, exposure=_Exposure, order=_Order)
     def check(self, command: NewOrder | ReplaceOrder) -> tuple[RejectCode, str] | None:
         """Return why the order or replace breaks a limit, or None if it passes them all.
 
@@ -446,12 +515,20 @@ class RiskLimits:
             f"every limit must be a whole number from 1 to {INT64_MAX}, or unset for no limit"
         )
 
+    @cython.locals(
+        orders=dict, accounts=dict, resolved=dict, per_account=dict, holder=_Account,
+        exposure=_Exposure, maker_exposure=_Exposure, taker_exposure=_Exposure, maker=_Order,
+        taker=_Order, order=_Order, index=cython.Py_ssize_t, end=cython.Py_ssize_t,
+        buying=cython.bint,
+    )
     def observe(self, events: Sequence[Event], start: int) -> None:
         """Fold ``events[start:]``, the events of one command, into the state."""
         orders = self._orders
         accounts = self._accounts
         resolved = self._resolved  # cleared in place, never rebound
-        for event in events[start:]:
+        end = len(events)
+        for index in range(start, end):  # not events[start:]: no copy
+            event = events[index]
             kind = type(event)
             if kind is OrderAccepted:
                 # inlined: the most frequent event, and calls are dear in CPython
@@ -460,10 +537,12 @@ class RiskLimits:
                 symbol = accepted.symbol
                 holder = accounts.get(account)
                 if holder is None:
-                    holder = accounts[account] = _Account()
+                    holder = _Account()
+                    accounts[account] = holder
                 exposure = holder.exposures.get(symbol)
                 if exposure is None:
-                    exposure = holder.exposures[symbol] = _Exposure()
+                    exposure = _Exposure()
+                    holder.exposures[symbol] = exposure
                 quantity = accepted.quantity
                 buying = accepted.side == _BUY
                 if buying:
@@ -472,7 +551,7 @@ class RiskLimits:
                     exposure.open_sell += quantity
                 exposure.open_orders += 1
                 holder.open_orders += 1
-                orders[accepted.order_id] = _Order(
+                orders[accepted.order_id] = _new_order(
                     account, symbol, buying, accepted.price, quantity, exposure, holder
                 )
                 per_account = resolved.get(account)
@@ -586,7 +665,7 @@ class RiskLimits:
 
     def _exposure(self, account: str, symbol: str) -> _Exposure:
         exposures = self._account(account).exposures
-        exposure = exposures.get(symbol)
+        exposure: _Exposure | None = exposures.get(symbol)
         if exposure is None:
             exposure = exposures[symbol] = _Exposure()
         return exposure
@@ -802,7 +881,7 @@ class RiskLimits:
         """
         if default_limits is None:
             default_limits = state.default_limits
-        risk = cls(instruments, default_limits)
+        risk: RiskLimits = cls(instruments, default_limits)
         for entry in state.limits:
             risk._configs[(entry.account, entry.symbol)] = entry.limits
         risk._killed.update(state.killed_accounts)

@@ -1,0 +1,23 @@
+# Types of the few names of Cython's pure-Python mode that the compiled core uses
+# (actors/core/book.py, engine.py), for mypy: Cython's own `cython` module has no annotations,
+# which would make every decorated method untyped. At run time the real module is used:
+# Cython.Shadow when interpreted, nothing at all once compiled.
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+compiled: bool
+
+longlong = int
+bint = bool
+Py_ssize_t = int
+
+def cclass(cls: _T) -> _T: ...
+def final(obj: _T) -> _T: ...
+def no_gc(cls: _T) -> _T: ...
+def cfunc(function: _F) -> _F: ...
+def ccall(function: _F) -> _F: ...
+def locals(**types: Any) -> Callable[[_F], _F]: ...
+def declare(*types: Any, **options: Any) -> Any: ...
