@@ -9,9 +9,30 @@ The tree::
 
 Children are named actors started with ``max_restarts=-1``, so Ray brings a dead process back
 by running its constructor again (which recovers from snapshot + journal); the supervisor owns
-the policy on top. A reconcile loop (a thread, every ``tick_s``) pings each child through the
+the policy on top. A reconcile loop (a thread, every ``tick_s``) observes each child through the
 injected `ChildProbe` and follows it through the transition table
-(`actors.core.supervision.TRANSITIONS`, printed by ``python -m actors.core.supervision``):
+(`actors.core.supervision.TRANSITIONS`, printed by ``python -m actors.core.supervision``).
+
+What it costs while all is well: at each tick it asks the probe whether Ray still holds each
+child alive (`ChildProbe.alive`: Ray's own view of the actor, pushed to this process by Ray's
+control store, no call), and pings (a call to the child) only a child that is not up, that Ray
+does not hold alive, or whose last ping is ``ping_every_s`` old. The timings that follow, with
+the defaults (``tick_s`` 0.5 s, ``ping_every_s`` 5 s, ``ping_timeout_s`` 5 s):
+
+* a death is seen at the next tick (Ray marks the actor restarting as soon as its process
+  exits), as when every tick pinged every child: within ``tick_s``;
+* a death and a restart both within one tick (raytrade's actors take longer than that to start)
+  is seen at the next ping, within ``ping_every_s``; Ray's restart count, read with the ping,
+  still counts every death;
+* a child alive but failing its pings is seen within ``ping_every_s`` (it was ``tick_s``);
+* a hung child: its first ping timeout comes within ``ping_every_s`` + ``ping_timeout_s``, and
+  it is killed ``restart_timeout_s`` after that (30 s by default, so the ping period adds
+  little);
+* the offset in `status` is at most ``ping_every_s`` old.
+
+A probe whose ``alive`` answers None (does not know) gets the old behaviour: every child is
+pinged at every tick. ``ping_every_s=0`` does the same for any probe. What the observations
+mean:
 
 * a child that is down counts as a failure, and Ray brings it back;
 * one that answers from a new incarnation died between two pings: a failure, already back;
@@ -72,6 +93,7 @@ class Supervisor:
         parent: str | None = None,
         rebuild: Callable[[], None] | None = None,
         tick_s: float = 0.5,
+        ping_every_s: float = 5.0,
         ping_timeout_s: float = 5.0,
         restart_timeout_s: float = 30.0,
         slow_start_s: float = 10.0,
@@ -85,6 +107,9 @@ class Supervisor:
         self.policy = SupervisorPolicy(children, strategy, intensity)
         self.children = {child: ChildWatch(child, restart_timeout_s) for child in children}
         self.tick_s = tick_s
+        self.ping_every_s = ping_every_s
+        """How often a child that is up and that Ray holds alive is pinged all the same: only a
+        ping shows a child that is alive but failing, or hung."""
         self.ping_timeout_s = ping_timeout_s
         self.restart_timeout_s = restart_timeout_s
         self.slow_start_s = slow_start_s
@@ -113,11 +138,15 @@ class Supervisor:
                 log.exception("supervisor %s: reconcile failed; trying again next tick", self.name)
 
     def reconcile(self) -> None:
-        """Observe every child once and act on what failed (one tick of the loop)."""
+        """Observe every child once and act on what failed (one tick of the loop): ping each
+        child that `ChildWatch.ping_due` says needs it."""
         for watch in list(self.children.values()):
+            alive = self._alive(watch.name)
             with self._lock:
                 if self.state != "running":
                     return
+                if not watch.ping_due(self.clock(), alive, self.ping_every_s):
+                    continue
                 generation = self._generation
             # ping outside the lock: a hung child must not hold up status() and the calls
             try:
@@ -137,6 +166,13 @@ class Supervisor:
                 self._log_slow_start(watch, down_since, now)
                 if step.failures:
                     self._on_failure(watch, step)
+
+    def _alive(self, name: str) -> bool | None:
+        try:
+            return self.probe.alive(name)
+        except Exception:  # the probe promises not to raise; not knowing means: ping it
+            log.exception("supervisor %s: asking whether %s is alive failed", self.name, name)
+            return None
 
     def _log_slow_start(self, watch: ChildWatch, down_since: float | None, now: float) -> None:
         # one line when an outage passes slow_start_s and one when it ends, not one per tick:

@@ -28,6 +28,7 @@ only.
 
     python benchmarks/bench_cpu.py            # the full run (~1 minute)
     python benchmarks/bench_cpu.py --quick    # a smoke run (< 1 minute)
+    python benchmarks/bench_cpu.py --idle-only --idle-seconds 20   # load 4 alone, per process
 
 Roles: gateway, books, readers (risk + positions), supervisors, directory, ray (daemons and
 idle workers), driver (this process: idle Ray threads and the catch-up polls; in load 3 it is
@@ -524,17 +525,34 @@ def print_table(report: dict[str, Any]) -> None:
           f"{report['machine']['load_average_at_end']})")
 
 
+def print_idle(idle: dict[str, Any]) -> None:
+    """Print the idle cluster's CPU: per role, then per process (ms of CPU per second)."""
+    seconds = idle["seconds"]
+    print(f"idle, ms of CPU per s over {seconds:.1f} s: total {idle['total_ms_per_s']:.1f}")
+    print("  " + "  ".join(f"{role} {cpu:.1f}" for role, cpu in idle["roles_ms_per_s"].items()
+                           if cpu))
+    for row in idle["processes"]:
+        if row["cpu_s"]:
+            print(f"  {row['pid']:>7}  {row['role']:<12}{row['name']:<40}"
+                  f"{row['cpu_s'] * 1000 / seconds:>7.1f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (< 1 minute)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--idle-only", action="store_true",
+                        help="measure the idle cluster (load 4) only; print every process and "
+                             "write cpu_idle.json")
+    parser.add_argument("--idle-seconds", type=float, default=None,
+                        help="how long to measure the idle cluster (default 10 s, 4 s quick)")
     args = parser.parse_args(argv)
     quick = args.quick
     batch, processes, in_flight = 1000, 2, 2
     batched_calls = 20 if quick else 150          # per process: 40k / 300k orders in all
     single_rate, single_count = 200.0, (600 if quick else 3000)
     client_batches, client_in_flight = (40 if quick else 300), 4
-    idle_s = 4.0 if quick else 10.0
+    idle_s = args.idle_seconds or (4.0 if quick else 10.0)
     in_process_orders = 40_000 if quick else 200_000
 
     from cluster.config import ClusterConfig, InstrumentRegistry
@@ -549,8 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": quick,
     }
 
-    print(f"(5) in-process shard work: {in_process_orders:,} orders ...", flush=True)
-    in_process = run_in_process(config, in_process_orders, batch)
+    if not args.idle_only:
+        print(f"(5) in-process shard work: {in_process_orders:,} orders ...", flush=True)
+        in_process = run_in_process(config, in_process_orders, batch)
 
     from cluster.clients.ray_client import Client
     from cluster.edge.wiring import start_cluster, start_gateways, start_ray
@@ -604,6 +623,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "processes": idle_used["processes"],
         }
         idle_s_per_s = idle_total_s / idle_elapsed
+        if args.idle_only:
+            print_idle(report["idle"])
+            args.output.mkdir(parents=True, exist_ok=True)
+            path = args.output / "cpu_idle.json"
+            path.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"wrote {path}")
+            return 0
 
         run = uuid.uuid4().hex[:6]
         print(f"(1) batched gRPC: {processes} processes x {in_flight} in flight x {batch} "

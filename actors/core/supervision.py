@@ -18,6 +18,12 @@ child through `TRANSITIONS`, one ``{(state, observation): (next state, action)}`
 
     python -m actors.core.supervision      # print the table
 
+Pings cost a call on both sides, so a child that is up is not pinged at every tick: between
+pings the probe says, for free, whether Ray still holds it alive (`ChildProbe.alive`), and
+`ChildWatch.ping_due` decides when a ping is needed (the child is not up, Ray says it is not
+alive or does not know, or its last ping is older than the ping period). The table sees only
+pings, so skipping one changes when a row is taken, never which.
+
 This module is pure (time comes in as an argument), so every rule is tested without Ray; the
 shell that runs the reconcile loop and carries out the decisions is `actors.supervisor`, and
 the Ray side of the probe is `cluster.edge.handles.RayProbe`.
@@ -156,6 +162,12 @@ class ChildProbe(Protocol):
 
     def ping(self, name: str, timeout_s: float) -> Ping:
         """Health-check the named child within ``timeout_s``; never raise."""
+        ...
+
+    def alive(self, name: str) -> bool | None:
+        """Tell, without calling the child, whether Ray holds it alive: False while it is
+        restarting or dead, None when the probe does not know (say, before the first ping).
+        Cost no call to the child or to Ray's control store; never raise."""
         ...
 
     def kill(self, name: str, *, restart: bool) -> None:
@@ -333,6 +345,24 @@ class ChildWatch:
         self._ray_restarts: int | None = None
         self._owed = 0
         """Ray restarts we expect to see for deaths already counted and kills of ours."""
+        self.pinged_at: float | None = None
+        """When the last ping was observed; None before the first."""
+
+    def ping_due(self, now_s: float, alive: bool | None, every_s: float) -> bool:
+        """Tell whether the child needs a ping at ``now_s``.
+
+        A child that is up, that Ray holds alive (``alive``, from `ChildProbe.alive`) and that
+        answered a ping less than ``every_s`` ago would only answer again: skip it. Any other
+        child is pinged at every tick, as is every child whose probe cannot tell (None). A
+        death is seen through ``alive`` at the next tick; what only a ping shows (a child alive
+        but failing, or hung) is seen within ``every_s``.
+        """
+        return (
+            self.state is not ChildState.UP
+            or alive is not True
+            or self.pinged_at is None
+            or now_s - self.pinged_at >= every_s
+        )
 
     def classify(
         self, ping: Ping, now_s: float, *, unexpected_restarts: bool = False
@@ -352,6 +382,7 @@ class ChildWatch:
 
     def observe(self, ping: Ping, now_s: float) -> Step:
         """Take one ping at ``now_s``: move through the table and say what to count."""
+        self.pinged_at = now_s
         grown = 0
         if ping.restarts is not None:
             if self._ray_restarts is not None:

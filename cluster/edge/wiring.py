@@ -150,9 +150,24 @@ class GatewayStarter:
 
 
 def _supervisor(name: str, children: Sequence[str], namespace: str, *, strategy: Strategy,
-                intensity: RestartIntensity, parent: str | None, rebuild: Any = None) -> None:
+                intensity: RestartIntensity, parent: str | None, rebuild: Any = None,
+                ping_every_s: float | None = None) -> None:
+    timing = {} if ping_every_s is None else {"ping_every_s": ping_every_s}
     handles.spawn(Supervisor, name, namespace, name, list(children), probe=RayProbe(namespace),
-                  strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild)
+                  strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild,
+                  **timing)
+
+
+def shard_ping_every_s(config: ClusterConfig) -> float | None:
+    """Return how often a shard's supervisor pings its children while all is well (None: the
+    supervisor's default).
+
+    A book actor's ping also syncs its journal, and is the only timer that bounds what the
+    ``interval`` fsync policy leaves unsynced on an idle shard (`BookActor.ping`): with that
+    policy the shard's children are pinged at every tick, as before the supervisors learned to
+    skip pings of healthy children.
+    """
+    return 0.0 if config.fsync == "interval" else None
 
 
 class GatewayGroup:
@@ -330,7 +345,8 @@ def start_cluster(
             _supervisor(shard_supervisor_name(shard),
                         [book_name(shard), risk_name(shard), positions_name(shard)], namespace,
                         strategy=Strategy(config.shard_strategy), intensity=intensity,
-                        parent=ROOT_SUPERVISOR, rebuild=starters[shard])
+                        parent=ROOT_SUPERVISOR, rebuild=starters[shard],
+                        ping_every_s=shard_ping_every_s(config))
         handles.wait_all([cluster.supervisor(name).ping() for name in cluster.supervisor_names()],
                          ready_timeout_s)
     except BaseException:

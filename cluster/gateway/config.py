@@ -103,6 +103,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """An idle execution stream sends an empty batch (with its cursor) this often."""
     health_check_s: float = 0.5
     """How often the gateway checks its shards (restarts, subscriptions, health status)."""
+    quiet_check_s: float = 5.0
+    """How often it pings a quiet shard: up, followed without gap or lag, no event since the
+    last check, and held alive by Ray (a restart is seen every ``health_check_s`` without a
+    ping). Every other shard is pinged every ``health_check_s``."""
     grace_s: float = 2.0
     """On stop, how long calls in progress may finish."""
 
@@ -117,7 +121,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         for name in ("requests_per_second", "max_message_bytes", "max_batch_orders",
                      "max_concurrent_rpcs", "max_streams_per_token", "max_queued_commands",
                      "max_batch_commands", "max_in_flight_per_shard", "ring_events",
-                     "heartbeat_s", "health_check_s", "shard_timeout_s", "max_stream_symbols"):
+                     "heartbeat_s", "health_check_s", "quiet_check_s", "shard_timeout_s",
+                     "max_stream_symbols"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"gateway.{name} must be positive")
         for token in self.tokens:

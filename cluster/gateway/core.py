@@ -14,7 +14,12 @@ it from the journal (`_catch_up`), right after the failure rather than at the ne
 
 It also keeps the feeds attached: a maintenance loop pings every book actor, subscribes the
 gateway again when a book actor restarted (a new process forgets its readers), fills gaps
-from the journal, and reports health.
+from the journal, and reports health. A quiet shard (up, followed without gap or lag, no
+event since its last check, and held alive by Ray's own view of the actor, which costs no
+call) is pinged only every ``quiet_check_s`` instead of every ``health_check_s``: a restart
+is still seen within ``health_check_s`` (Ray marks the actor restarting at once), but a
+restart quicker than ``health_check_s``, or a push to this gateway lost while the shard is
+otherwise quiet, waits for the next ping (up to ``quiet_check_s``).
 
 It makes client order ids unique per account across shards (`AccountWideIds`): a request
 whose id was already used on another shard goes to that shard, which answers it as the
@@ -276,6 +281,8 @@ class GatewayCore:
         self.shard_errors = [""] * self.shards
         self._incarnations: list[str | None] = [None] * self.shards
         self._lag_targets: list[int | None] = [None] * self.shards
+        self._checked: list[tuple[float, int] | None] = [None] * self.shards
+        """When each shard was last pinged, and the feed's next seq then."""
         self._subscriber: Callable[[int], Any] | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._health_listeners: list[Callable[[bool], None]] = []
@@ -351,15 +358,33 @@ class GatewayCore:
         while True:
             await asyncio.sleep(self.config.health_check_s)
             try:
-                await asyncio.gather(*(self._check(shard) for shard in range(self.shards)))
+                # decide first: a coroutine made before a failing decision would never run
+                due = [shard for shard in range(self.shards) if not self._quiet(shard)]
+                await asyncio.gather(*(self._check(shard) for shard in due))
                 self._report_health()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive anything a check does
                 log.exception("gateway %s: maintenance failed; trying again", self.name)
 
+    def _quiet(self, shard: int) -> bool:
+        """Tell whether a ping of the shard now would only confirm what the gateway knows."""
+        checked, feed = self._checked[shard], self.feeds[shard]
+        return (
+            checked is not None
+            and self.clock.monotonic() - checked[0] < self.config.quiet_check_s
+            and checked[1] == feed.next_seq
+            and self.shard_up[shard]
+            and feed.ready.is_set()
+            and feed.gap_end is None
+            and self._lag_targets[shard] is None
+            and shard not in self._catching_up
+            and self.links[shard].book_alive() is True
+        )
+
     async def _check(self, shard: int) -> None:
         feed = self.feeds[shard]
+        self._checked[shard] = (self.clock.monotonic(), feed.next_seq)
         try:
             incarnation, next_seq = await self.links[shard].ping()
         except ShardUnavailableError as error:

@@ -46,6 +46,10 @@ class ShardLink:
         """Return the book actor's incarnation and next sequence number."""
         return await self.book.ping().wait(HEALTH_TIMEOUT_S)
 
+    def book_alive(self) -> bool | None:
+        """Tell, without a call, whether Ray holds the book actor alive (None: not known)."""
+        return self.book.alive()
+
     async def add_reader(self, name: str, feed: GatewayFeed) -> None:
         """Have the book actor push its events to the gateway's ``feed`` from now on."""
         await self.book.add_reader(name, feed)

@@ -54,10 +54,14 @@ class FakeActor:
 class FakeCluster:
     """Children, child supervisors and the mail between supervisors, in memory."""
 
-    def __init__(self, names: list[str], *, report_restarts: bool = True) -> None:
+    def __init__(self, names: list[str], *, report_restarts: bool = True,
+                 knows_state: bool = False) -> None:
         self.actors = {name: FakeActor() for name in names}
         self.supervisors: dict[str, Supervisor] = {}
         self.report_restarts = report_restarts
+        self.knows_state = knows_state
+        """Whether `alive` answers (as Ray's pushed actor state does); else it never knows,
+        and the supervisor pings every child at every tick."""
         self.kills: list[tuple[str, bool]] = []
         self.mail: list[tuple[str, str, str]] = []
         self.pings = 0
@@ -75,6 +79,12 @@ class FakeCluster:
             return Ping(outcome=Outcome.ANSWERED, incarnation=f"{name}-{actor.incarnation}",
                         offset=actor.incarnation * 10, restarts=restarts)
         return Ping(outcome=actor.outcome, detail=f"{name} is {actor.outcome}", restarts=restarts)
+
+    def alive(self, name: str) -> bool | None:
+        if not self.knows_state or name in self.supervisors:
+            return None
+        actor = self.actors.get(name)
+        return actor is not None and actor.outcome is not Outcome.DOWN
 
     def kill(self, name: str, *, restart: bool) -> None:
         self.kills.append((name, restart))
