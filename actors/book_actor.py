@@ -28,6 +28,7 @@ from typing import Protocol
 
 import msgspec
 
+import actors._compiled as core_build
 from actors.core.book import OrderBook, RestingOrder
 from actors.core.engine import MatchingEngine
 from actors.core.risk import ALL_ACCOUNTS, RiskLimits
@@ -128,6 +129,7 @@ class BookActor:
         self.commands = 0
         self._failed: str | None = None
         self._apply_default_limits(default_limits)
+        log.info("shard %d: %s", self.shard_id, core_build.summary())
 
     def _recover(self) -> tuple[RiskLimits, MatchingEngine]:
         """Load the newest snapshot, replay the journal after it, check, then serve.

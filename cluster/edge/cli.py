@@ -44,6 +44,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+import actors._compiled as core_build
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, load_cluster_config
 from cluster.edge.local_run import Interrupted, LocalRun, raise_interrupted
 from cluster.research.flow import FlowConfig, iter_flow
@@ -145,7 +146,7 @@ def _up(args: argparse.Namespace) -> int:
         cluster = run.start_cluster(config, registry, gateways)
         print(f"raytrade is up: {config.shards} shards, {len(registry.instruments)} instruments "
               f"({', '.join(registry.symbols)}), namespace {config.namespace!r}, Ray at "
-              f"{address}, data in {Path(config.data_dir).resolve()}.")
+              f"{address}, data in {Path(config.data_dir).resolve()}; {core_build.summary()}.")
         if gateways:
             from cluster.edge.handles import GatewayHandle
 
