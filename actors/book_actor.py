@@ -8,7 +8,7 @@ One book actor per shard runs, in order, for each command batch:
 3. the write-ahead journal: the batch and the sequence range it produced are made durable
    before any event leaves the actor (issue 4);
 4. the reply (the batch's events) and, without waiting, publication of the same events to the
-   shard's readers (risk and position actors, gateways) except the batch's origin: a gateway
+   shard's readers (its read models' actor, gateways) except the batch's origin: a gateway
    that names itself with its batch has the events in the reply, so pushing them back to it
    would be a second Ray call for nothing.
 

@@ -1,4 +1,4 @@
-"""Readers of a shard's event log: the risk and position actors.
+"""The reader of a shard's event log: its read models (risk and positions) in one actor.
 
 A projection folds the shard's events, in sequence order, into a read model and answers
 queries from it, so the book actor (the command path) never serves them. Events arrive
@@ -55,7 +55,7 @@ class ProjectionGapError(RuntimeError):
 
 
 class _Model(Protocol):
-    """What a read model's pure core offers (`PositionLedger`, `RiskLimits`)."""
+    """What a read model offers (`ShardReadModels`: `RiskLimits` and `PositionLedger`)."""
 
     def observe(self, events: Sequence[Event], start: int) -> None: ...
 
@@ -194,46 +194,86 @@ class Projection:
         return os.getpid()
 
 
-class PositionActor(Projection):
-    """The position read model of a shard: positions, PnL, volume and fees per account."""
+class ReadModelsState(msgspec.Struct, frozen=True, kw_only=True):
+    """The snapshot body of a shard's read models: both folds at the same event."""
 
-    name = "positions"
-    model_type = PositionLedger
-    state_type = LedgerState
-    model: PositionLedger
+    risk: RiskState
+    positions: LedgerState
+
+
+class ShardReadModels:
+    """The read side of a shard: exposure and limits (`RiskLimits`) and positions and PnL
+    (`PositionLedger`), folded from the same events in one pass."""
+
+    def __init__(self, instruments: Iterable[Instrument]) -> None:
+        instruments = list(instruments)
+        self.risk = RiskLimits(instruments)
+        self.positions = PositionLedger(instruments)
+
+    def observe(self, events: Sequence[Event], start: int) -> None:
+        self.risk.observe(events, start)
+        self.positions.observe(events, start)
+
+    def state(self) -> ReadModelsState:
+        return ReadModelsState(risk=self.risk.state(), positions=self.positions.state())
+
+    @classmethod
+    def from_state(
+        cls, instruments: Iterable[Instrument], state: ReadModelsState
+    ) -> ShardReadModels:
+        models = cls.__new__(cls)
+        instruments = list(instruments)
+        models.risk = RiskLimits.from_state(instruments, state.risk)
+        models.positions = PositionLedger.from_state(instruments, state.positions)
+        return models
+
+    def state_hash(self) -> str:
+        """One hash over both models (each has its own: `state_hashes`)."""
+        return ",".join(self.state_hashes().values())
+
+    def state_hashes(self) -> dict[str, str]:
+        return {"risk": self.risk.state_hash(), "positions": self.positions.state_hash()}
+
+
+class ShardReader(Projection):
+    """The read models of a shard, in one actor: positions, PnL, volume and fees per account
+    (`PositionLedger`), and exposure, limits, kill switches and halts (`RiskLimits`).
+
+    The risk model folds the same events through the same `RiskLimits` as the book actor's
+    pre-trade gate, so what it reports is what the gate decides with, one publication behind
+    at most. Both models share one process, one push of each batch and one offset: two
+    actors cost a second push per batch and a second idle Ray worker for no gain in
+    isolation (a query never reaches the book actor either way).
+    """
+
+    name = "readers"
+    model_type = ShardReadModels
+    state_type = ReadModelsState
+    model: ShardReadModels
 
     def positions(self, account: str) -> list[Position]:
         """Return the account's positions in this shard's symbols."""
-        return self.model.positions(account)
+        return self.model.positions.positions(account)
 
     def all_positions(self) -> list[Position]:
         """Return every account's positions in this shard's symbols."""
-        return self.model.all_positions()
-
-
-class RiskActor(Projection):
-    """The risk read model of a shard: exposure, limits, kill switches and halts.
-
-    It folds the same events through the same `RiskLimits` as the book actor's pre-trade gate,
-    so what it reports is what the gate decides with, one publication behind at most.
-    """
-
-    name = "risk"
-    model_type = RiskLimits
-    state_type = RiskState
-    model: RiskLimits
+        return self.model.positions.all_positions()
 
     def exposure(self, account: str) -> AccountExposure:
         """Return the account's exposure in this shard (positions, open orders, limits)."""
-        return self.model.exposure(account)
+        return self.model.risk.exposure(account)
 
     def limits(self, account: str, symbol: str) -> RiskLimitsConfig:
         """Return the limits that apply to the account's orders in ``symbol``."""
-        return self.model.limits(account, symbol)
+        return self.model.risk.limits(account, symbol)
 
     def status(self) -> RiskStatusRow:
         """Return kill switches and halts in force in this shard."""
         return RiskStatusRow(
-            killed_accounts=self.model.killed_accounts(),
-            halted_symbols=self.model.halted_symbols(),
+            killed_accounts=self.model.risk.killed_accounts(),
+            halted_symbols=self.model.risk.halted_symbols(),
         )
+
+    def state_hashes(self) -> dict[str, str]:
+        """Return the hash of each read model (``"risk"``, ``"positions"``)."""
+        return self.model.state_hashes()

@@ -3,7 +3,7 @@
 The tree::
 
     supervisor                      (root: one-for-one over the subtrees)
-    ├── supervisor-shard-0          (book-0, risk-0, positions-0)
+    ├── supervisor-shard-0          (book-0, reader-0)
     ├── supervisor-shard-1          ...
     └── supervisor-gateways         (the gRPC gateways)
 

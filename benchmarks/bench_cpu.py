@@ -3,9 +3,10 @@
 Starts a private local Ray, a 2-shard raytrade cluster and one gateway, and reads the CPU time
 (user + system, from /proc/<pid>/stat) of every process of the cluster before and after a fixed
 load: the Ray daemons (gcs_server, raylet, the dashboard and runtime-env agents, log monitor),
-every Ray worker (book, risk and position actors, gateway, supervisors, directory, idle
-workers; all found as descendants of this driver, which started Ray), this driver, and the
-load generators (each reads its own CPU around its load and reports it). The loads:
+every Ray worker (book actors, the readers with the risk and position models, gateway,
+supervisors, directory, idle workers; all found as descendants of this driver, which started
+Ray), this driver, and the load generators (each reads its own CPU around its load and
+reports it). The loads:
 
 1. batched gRPC ``SubmitOrders``: 1000 orders per call, 2 client processes x 2 calls in flight;
 2. single-order gRPC ``SubmitOrder`` at 200/s, open loop (each sent at its scheduled time);
@@ -62,8 +63,7 @@ ROLES = ("gateway", "books", "readers", "supervisors", "directory", "ray", "driv
          "other")
 ACTOR_ROLES = {
     "BookActor": "books",
-    "RiskActor": "readers",
-    "PositionActor": "readers",
+    "ShardReader": "readers",
     "GatewayActor": "gateway",
     "Supervisor": "supervisors",
     "Directory": "directory",
@@ -396,7 +396,7 @@ class _ListSink:
 
 def _in_process_worker(config: Any, orders: int, batch: int, results: Any) -> None:
     from actors.book_actor import BookActor
-    from actors.projections import PositionActor, RiskActor
+    from actors.projections import ShardReader
     from cluster.config import InstrumentRegistry, ShardMap, shard_instruments
     from cluster.storage.journal import FsyncPolicy
     from cluster.storage.shard import (
@@ -417,9 +417,8 @@ def _in_process_worker(config: Any, orders: int, batch: int, results: Any) -> No
         projection_log = ProjectionStorageFactory(directory, shard, grouped[shard],
                                                   config.client_order_id_window)
         # readers first, as the cluster starts them: their storage must not become the writer
-        readers.append([kind(shard, grouped[shard], log_factory=projection_log,
-                             snapshot_every_events=config.snapshot_every_events)
-                        for kind in (RiskActor, PositionActor)])
+        readers.append([ShardReader(shard, grouped[shard], log_factory=projection_log,
+                                    snapshot_every_events=config.snapshot_every_events)])
         books.append(BookActor(
             shard, grouped[shard], default_limits=config.default_limits,
             sink_factory=lambda sink=sinks[shard]: sink,

@@ -392,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     address = f"127.0.0.1:{gateways.ports[0]}"
     import ray
 
-    from cluster.edge.wiring import positions_name, risk_name
+    from cluster.edge.wiring import reader_name
 
     def pids(names: list[str]) -> list[int]:
         return [int(ray.get(cluster.handle(name).pid.remote())) for name in names]
@@ -401,8 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     roles = {
         "gateway": [int(ray.get(gateways.handle(gateways.names[0]).pid.remote()))],
         "books": pids([f"book-{k}" for k in shards]),
-        "risk": pids([risk_name(k) for k in shards]),
-        "positions": pids([positions_name(k) for k in shards]),
+        "readers": pids([reader_name(k) for k in shards]),
     }
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -424,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {throughput['orders_per_s']:,} orders/s "
                   f"(call p50 {throughput['call_p50_ms']} ms); CPU ms per 1000 orders: "
                   f"{throughput['cpu_ms_per_1000_orders']}", flush=True)
-            time.sleep(3.0)  # let the readers (risk, positions) drain before timing latency
+            time.sleep(3.0)  # let the readers (risk and positions) drain before timing latency
             memory["after_throughput"] = memory_mb(gateway_pid)
             burst = run_refused_burst(address, 2 if args.quick else 6, 100_000)
             time.sleep(1.0)

@@ -146,13 +146,13 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     book_num_cpus: float = 0.25
     """Ray CPU reservation of each book actor (the shard's sequencer)."""
     projection_num_cpus: float = 0.0
-    """Ray CPU reservation of each risk and position actor (readers of the log)."""
+    """Ray CPU reservation of each shard's reader (the risk and position read models)."""
     default_limits: RiskLimitsConfig | None = None
     """Limits every account gets unless set otherwise (journaled as SetRiskLimits for "*")."""
     client_order_id_window: int = 1_000_000
     """Recent (account, client order id) pairs each shard remembers, for idempotent retries."""
     shard_strategy: Literal["one_for_one", "rest_for_one", "one_for_all"] = "one_for_one"
-    """How a shard's supervisor restarts book, risk and position actors (in that order)."""
+    """How a shard's supervisor restarts its book actor and reader (in that order)."""
     restart_max: int = 5
     restart_within_s: float = 60.0
     """Restart intensity of every supervisor: more failures than this in the window escalate."""

@@ -203,7 +203,7 @@ class ReportBuilder:
 
     @staticmethod
     def positions(rows: Iterable[PositionRow]) -> pb.GetPositionsResponse:
-        """Return positions from position actor rows (money as decimal strings)."""
+        """Return positions from the readers' position rows (money as decimal strings)."""
         positions = [
             pb.Position(
                 account=row.account,

@@ -1,6 +1,6 @@
 """The rows the read side answers with: open orders, shard, risk and supervisor status, positions.
 
-The book, risk and position actors answer queries with these records (they pickle through Ray
+The book and reader actors answer queries with these records (they pickle through Ray
 as they are), the Python client hands them to its callers, and `protocols.reports` turns them
 into protobuf. Typed records instead of dicts mean a renamed field is a type error, not a
 ``KeyError`` in a user's terminal.
@@ -61,7 +61,7 @@ class ShardStatusRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RiskStatusRow(msgspec.Struct, frozen=True, kw_only=True):
-    """The kill switches and halts in force in a shard, as its risk actor sees them."""
+    """The kill switches and halts in force in a shard, as its reader's risk model sees them."""
 
     killed_accounts: list[str]
     """Accounts whose kill switch is engaged, sorted."""

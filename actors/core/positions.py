@@ -1,8 +1,8 @@
 """Positions and profit and loss of one shard's accounts, folded from the shard's trades.
 
-The position actor is a reader of the shard's event log; this module is the pure state machine
-inside it, so positions are rebuilt by replay, tested without Ray and benchmarked alone. Only
-`Trade` events change it.
+The shard's reader (`actors.projections.ShardReader`) folds the shard's event log; this module
+is the pure state machine inside it, so positions are rebuilt by replay, tested without Ray and
+benchmarked alone. Only `Trade` events change it.
 
 Per (account, symbol) the ledger keeps, in integers:
 

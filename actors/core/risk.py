@@ -3,7 +3,7 @@
 (The module is long, ~860 lines, on purpose: the checks and the fold that feeds them share one
 state, and splitting them would put the order path's invariants in two places.)
 
-The limits are a fold over the shard's event log, like the books themselves, so the risk actor
+The limits are a fold over the shard's event log, like the books themselves, so the shard's reader
 rebuilds them by replay and tests drive them without Ray. `RiskLimits` implements
 `actors.core.book.PreTradeGate`: a book asks `check` before it accepts an order or a replace,
 the engine asks `check_admin` before it applies an admin command, and after every command the

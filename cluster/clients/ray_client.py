@@ -21,7 +21,7 @@ import msgspec
 
 from actors.core.positions import Position
 from actors.core.risk import AccountExposure
-from cluster.edge.handles import BookHandle, Call, ProjectionHandle, wait_all
+from cluster.edge.handles import BookHandle, Call, ReaderHandle, wait_all
 from cluster.edge.wiring import Cluster
 from protocols.errors import ActorUnavailableError, ShardUnavailableError
 from protocols.messages import (
@@ -78,9 +78,7 @@ class Client:
         self.shard_map = cluster.shard_map
         self.symbols = {instrument.symbol for instrument in cluster.topology.instruments}
         self._books = [cluster.book(shard) for shard in range(cluster.shards)]
-        self._risks = [cluster.projection(shard, "risk") for shard in range(cluster.shards)]
-        self._positions = [cluster.projection(shard, "positions")
-                           for shard in range(cluster.shards)]
+        self._readers = [cluster.reader(shard) for shard in range(cluster.shards)]
 
     def book(self, shard: int) -> BookHandle:
         """Return the shard's book actor handle (it looks the actor up again after a failure)."""
@@ -193,22 +191,22 @@ class Client:
 
     def positions(self, account: str) -> list[Position]:
         """Return an account's positions and PnL in every symbol it traded."""
-        return self._gather([model.positions(account) for model in self._positions])
+        return self._gather([reader.positions(account) for reader in self._readers])
 
     def all_positions(self) -> list[Position]:
         """Return every account's positions."""
-        return self._gather([model.all_positions() for model in self._positions])
+        return self._gather([reader.all_positions() for reader in self._readers])
 
     def exposure(self, account: str) -> list[AccountExposure]:
         """Return an account's risk exposure per shard."""
-        return wait_all([risk.exposure(account) for risk in self._risks])
+        return wait_all([reader.exposure(account) for reader in self._readers])
 
     def status(self) -> list[ShardStatusRow]:
         """Return each shard's book actor status."""
         return wait_all([book.status() for book in self._books])
 
     def wait_for_readers(self, timeout_s: float = 30.0) -> None:
-        """Block until every risk and position actor has folded every event published so far.
+        """Block until every shard's read models have folded every event published so far.
 
         A reader that is restarting is waited for (it recovers from the journal). Raise
         `TimeoutError` if that takes longer than ``timeout_s``.
@@ -216,20 +214,20 @@ class Client:
         deadline = time.monotonic() + timeout_s
         for shard in range(self.cluster.shards):
             target = self._retry_until(deadline, self._book_offset, shard)
-            for reader in (self._risks[shard], self._positions[shard]):
-                while (offset := self._retry_until(deadline, self._reader_offset, reader)) < target:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"{reader.name} is at event {offset - 1}, not {target - 1}, "
-                            f"after {timeout_s} s"
-                        )
-                    time.sleep(0.01)
+            reader = self._readers[shard]
+            while (offset := self._retry_until(deadline, self._reader_offset, reader)) < target:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{reader.name} is at event {offset - 1}, not {target - 1}, "
+                        f"after {timeout_s} s"
+                    )
+                time.sleep(0.01)
 
     def _book_offset(self, shard: int) -> int:
         return self.book(shard).ping().result()[1]
 
     @staticmethod
-    def _reader_offset(reader: ProjectionHandle) -> int:
+    def _reader_offset(reader: ReaderHandle) -> int:
         return reader.offset().result()
 
     def _retry_until(self, deadline: float, call: Callable[[Any], int], argument: Any) -> int:

@@ -15,7 +15,7 @@ system is plain Python tested without a cluster, and one place decides what a Ra
 The module is long (~730 lines) on purpose: it is the whole Ray edge, and one file is what
 lets "only this module calls Ray" be checked (an import-linter contract) and read at once.
 
-A typed handle per actor kind (`BookHandle`, `ProjectionHandle`, `SupervisorHandle`,
+A typed handle per actor kind (`BookHandle`, `ReaderHandle`, `SupervisorHandle`,
 `GatewayHandle`, `DirectoryHandle`) names its actor and looks it up lazily, once, and again
 after a failure (a shard its supervisor rebuilt is a new actor under the old name). Handles
 hold names, not Ray handles, so they pickle into other actors. Each method returns a `Call`:
@@ -84,14 +84,9 @@ def book_name(shard: int) -> str:
     return f"book-{shard}"
 
 
-def risk_name(shard: int) -> str:
-    """Return the actor name of a shard's risk read model."""
-    return f"risk-{shard}"
-
-
-def positions_name(shard: int) -> str:
-    """Return the actor name of a shard's position read model."""
-    return f"positions-{shard}"
+def reader_name(shard: int) -> str:
+    """Return the actor name of a shard's read models (risk and positions)."""
+    return f"reader-{shard}"
 
 
 def shard_supervisor_name(shard: int) -> str:
@@ -504,23 +499,15 @@ class BookHandle(_ShardActor):
         return self.send("add_reader", name, reader)
 
 
-class ProjectionHandle(_ShardActor):
-    """A shard's read model: ``kind`` is ``"risk"`` or ``"positions"`` (`actors.projections`)."""
+class ReaderHandle(_ShardActor):
+    """A shard's read models, risk and positions (`actors.projections.ShardReader`)."""
 
-    def __init__(self, shard: int, kind: str, namespace: str, *,
-                 timeout_s: float | None = None) -> None:
-        names = {"risk": risk_name, "positions": positions_name}
-        if kind not in names:
-            raise ValueError(f"no read model {kind!r}: one of {sorted(names)}")
-        super().__init__(names[kind](shard), shard, namespace, timeout_s=timeout_s)
-        self.kind = kind
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "kind": self.kind}
+    def __init__(self, shard: int, namespace: str, *, timeout_s: float | None = None) -> None:
+        super().__init__(reader_name(shard), shard, namespace, timeout_s=timeout_s)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        ProjectionHandle.__init__(self, state["shard"], state["kind"], state["namespace"],
-                                  timeout_s=state["timeout_s"])
+        ReaderHandle.__init__(self, state["shard"], state["namespace"],
+                              timeout_s=state["timeout_s"])
 
     def push(self, batches: Sequence[tuple[int, int, bytes]]) -> Call[int]:
         """Hand the read model published event batches (a `Reader`)."""
@@ -541,6 +528,10 @@ class ProjectionHandle(_ShardActor):
     def exposure(self, account: str) -> Call[AccountExposure]:
         """Ask the risk model for an account's exposure."""
         return self.send("exposure", account)
+
+    def state_hashes(self) -> Call[dict[str, str]]:
+        """Ask for the hash of each read model (``"risk"``, ``"positions"``)."""
+        return self.send("state_hashes")
 
 
 class SupervisorHandle(_Actor):

@@ -38,7 +38,7 @@ Batch = tuple[int, int, bytes]
 
 
 class Reader(Protocol):
-    """Where a reader's batches go: `cluster.edge.handles.ProjectionHandle` or `GatewayFeed`."""
+    """Where a reader's batches go: `cluster.edge.handles.ReaderHandle` or `GatewayFeed`."""
 
     def push(self, batches: Sequence[Batch]) -> Call[int]:
         """Send batches to the reader; return the call in flight."""

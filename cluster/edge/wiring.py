@@ -4,13 +4,14 @@ The supervision tree of a cluster, every actor named and detached in the cluster
 (names in `cluster.edge.handles`)::
 
     supervisor                       root, one-for-one over the subtrees
-    ├── supervisor-shard-k           per shard: book-k, risk-k, positions-k (shard_strategy)
+    ├── supervisor-shard-k           per shard: book-k, reader-k (shard_strategy)
     └── supervisor-gateways          gateway-0, gateway-1, ... (when gateways are configured)
     directory                        hands the `Topology` to drivers and gateways
 
 Per shard ``k``: ``book-k`` is the shard's sequencer (`actors.book_actor.BookActor`);
-``risk-k`` and ``positions-k`` read the shard's log (`actors.projections`), fed by the book
-actor through a `cluster.edge.publish.ReaderFanout` and recovering from the journal. Gateways
+``reader-k`` reads the shard's log into its read models, risk and positions
+(`actors.projections.ShardReader`), fed by the book actor through a
+`cluster.edge.publish.ReaderFanout` and recovering from the journal. Gateways
 (`actors.gateway_actor.GatewayActor`) serve gRPC and follow every shard.
 
 Every actor is started by `cluster.edge.handles.spawn`: Ray restarts a dead process
@@ -31,7 +32,7 @@ from actors.book_actor import BookActor
 from actors.core.supervision import RestartIntensity, Strategy
 from actors.directory import Directory
 from actors.gateway_actor import GatewayActor
-from actors.projections import PositionActor, RiskActor
+from actors.projections import ShardReader
 from actors.supervisor import Supervisor
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, Topology, shard_instruments
 from cluster.edge import handles
@@ -43,13 +44,12 @@ from cluster.edge.handles import (
     DirectoryHandle,
     GatewayFeeds,
     GatewayHandle,
-    ProjectionHandle,
     RayProbe,
+    ReaderHandle,
     SupervisorHandle,
     book_name,
     gateway_name,
-    positions_name,
-    risk_name,
+    reader_name,
     shard_supervisor_name,
 )
 from cluster.edge.publish import FanoutFactory
@@ -68,8 +68,7 @@ __all__ = [
     "ShardStarter",
     "book_name",
     "connect",
-    "positions_name",
-    "risk_name",
+    "reader_name",
     "start_cluster",
     "start_gateways",
     "start_ray",
@@ -86,7 +85,7 @@ def start_ray(*, num_cpus: int = 2, namespace: str = handles.NAMESPACE,
 
 
 class ShardStarter:
-    """Start (or start again) one shard's book, risk and position actors.
+    """Start (or start again) one shard's book actor and its reader (risk and positions).
 
     Picklable, so a shard's supervisor can hold it and rebuild the shard from its own process.
     """
@@ -97,7 +96,7 @@ class ShardStarter:
         self.instruments = list(instruments)
 
     def __call__(self) -> None:
-        for name in (book_name(self.shard), risk_name(self.shard), positions_name(self.shard)):
+        for name in (book_name(self.shard), reader_name(self.shard)):
             handles.kill(name, self.config.namespace)
         self.start()
 
@@ -108,12 +107,10 @@ class ShardStarter:
         projection_log = ProjectionStorageFactory(
             directory, shard, self.instruments, config.client_order_id_window
         )
-        for actor_class, name in ((PositionActor, positions_name(shard)),
-                                  (RiskActor, risk_name(shard))):
-            handles.spawn(actor_class, name, namespace, shard, self.instruments,
-                          num_cpus=config.projection_num_cpus, log_factory=projection_log,
-                          snapshot_every_events=config.snapshot_every_events)
-        readers = {kind: ProjectionHandle(shard, kind, namespace) for kind in ("risk", "positions")}
+        handles.spawn(ShardReader, reader_name(shard), namespace, shard, self.instruments,
+                      num_cpus=config.projection_num_cpus, log_factory=projection_log,
+                      snapshot_every_events=config.snapshot_every_events)
+        readers = {"reader": ReaderHandle(shard, namespace)}
         handles.spawn(
             BookActor, book_name(shard), namespace, shard, self.instruments,
             num_cpus=config.book_num_cpus,
@@ -257,9 +254,9 @@ class Cluster:
         """Return a shard's book actor handle."""
         return BookHandle(shard, self.namespace, timeout_s=timeout_s)
 
-    def projection(self, shard: int, kind: str) -> ProjectionHandle:
-        """Return a shard's read model handle (``"risk"`` or ``"positions"``)."""
-        return ProjectionHandle(shard, kind, self.namespace)
+    def reader(self, shard: int) -> ReaderHandle:
+        """Return the handle of a shard's read models (risk and positions)."""
+        return ReaderHandle(shard, self.namespace)
 
     def supervisor(self, name: str) -> SupervisorHandle:
         """Return a supervisor's handle."""
@@ -290,7 +287,7 @@ class Cluster:
         """Stop supervision first (so nothing restarts), then every actor of the cluster."""
         names = [*self.supervisor_names(), *self.topology.gateways]
         for shard in range(self.shards):
-            names += [book_name(shard), risk_name(shard), positions_name(shard)]
+            names += [book_name(shard), reader_name(shard)]
         names.append(DIRECTORY)
         _stop_all(names, self.namespace)
 
@@ -343,7 +340,7 @@ def start_cluster(
                     intensity=intensity, parent=None)
         for shard in range(config.shards):
             _supervisor(shard_supervisor_name(shard),
-                        [book_name(shard), risk_name(shard), positions_name(shard)], namespace,
+                        [book_name(shard), reader_name(shard)], namespace,
                         strategy=Strategy(config.shard_strategy), intensity=intensity,
                         parent=ROOT_SUPERVISOR, rebuild=starters[shard],
                         ping_every_s=shard_ping_every_s(config))

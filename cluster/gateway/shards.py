@@ -1,4 +1,4 @@
-"""The gateway's view of one shard: async calls to its book, risk and position actors.
+"""The gateway's view of one shard: async calls to its book actor and its reader.
 
 The rest of the gateway (batching, streams, the gRPC services) sees plain async methods and
 two outcomes: an answer, or `ShardUnavailableError` (retryable). The calls go through the
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from actors.core.positions import Position
-from cluster.edge.handles import BookHandle, GatewayFeed, ProjectionHandle, SupervisorHandle
+from cluster.edge.handles import BookHandle, GatewayFeed, ReaderHandle, SupervisorHandle
 from protocols.errors import RaytradeError
 from protocols.rows import OrderRow, ShardStatusRow, SupervisorStatusRow
 
@@ -24,7 +24,7 @@ HEALTH_TIMEOUT_S = 5.0
 
 
 class ShardLink:
-    """Async calls to one shard's book, risk and position actors."""
+    """Async calls to one shard's book actor and its read models."""
 
     def __init__(self, shard: int, namespace: str, *, timeout_s: float = 10.0,
                  origin: str = "") -> None:
@@ -33,8 +33,7 @@ class ShardLink:
         """The gateway's reader name, sent with each batch: the book does not push that
         batch's events back to this gateway, which has them in the reply."""
         self.book = BookHandle(shard, namespace, timeout_s=timeout_s)
-        self.positions_model = ProjectionHandle(shard, "positions", namespace,
-                                                timeout_s=timeout_s)
+        self.reader = ReaderHandle(shard, namespace, timeout_s=timeout_s)
 
     # ---------------------------------------------------------------- book actor
 
@@ -76,7 +75,7 @@ class ShardLink:
 
     async def positions(self, account: str) -> list[Position]:
         """Return an account's positions in this shard's symbols."""
-        return await self.positions_model.positions(account)
+        return await self.reader.positions(account)
 
 
 async def supervisor_statuses(namespace: str, names: Sequence[str]

@@ -1,7 +1,7 @@
 """A gateway's view of every shard's event log, and the streams it serves from it.
 
 Each shard's book actor pushes its event batches to the gateway (the gateway is one of the
-shard's readers, like the risk and position actors). Per shard, a `ShardFeed`
+shard's readers, like the shards' reader actors). Per shard, a `ShardFeed`
 
 * folds the events in sequence order, exactly once, whether they come from the replies to
   the gateway's own batches (`offer`) or pushed (`push`): pushes may arrive twice, out of order

@@ -3,7 +3,7 @@
 A shard's book actor matches each command batch and, before any event of it leaves the actor,
 appends the batch here with the range of event sequence numbers it produced (a batch that
 produced no event is not journaled). The journal holds commands, not events: matching is
-deterministic, so the shard's other readers (risk and position actors catching up, gateways
+deterministic, so the shard's other readers (the shard's reader catching up, gateways
 resuming streams, researchers) get the events back by replaying the commands through a private
 copy of the shard's engine (`cluster.storage.shard`). An append that returned is acknowledged:
 every reader will find it, and it survives a crash of the writer's process, and of its host as

@@ -7,8 +7,8 @@ One folder per shard under the cluster's data directory::
 
 `ShardStorage` is the book actor's `ShardLog`: it opens the journal as the shard's writer
 (taking a new epoch, so a zombie predecessor is fenced), hands back the newest snapshot and the
-batches journaled after it, appends, and saves snapshots. `ProjectionStorage` is what a risk or
-position actor needs: its own snapshots, and the shard's events replayed from the journal by a
+batches journaled after it, appends, and saves snapshots. `ProjectionStorage` is what a shard's
+reader needs: its own snapshots, and the shard's events replayed from the journal by a
 private copy of the shard's engine (`replay_events`), which is also the researchers' replay.
 Every copy is built and fed by `actors.core.shard` (`build_shard`, `replay_batch`), the path
 the book actor's own recovery takes, so all of them decide alike.
@@ -167,7 +167,7 @@ def replay_events(
 
 
 class ProjectionStorage:
-    """A risk or position actor's snapshots, and the shard's events replayed from the journal."""
+    """A shard reader's snapshots, and the shard's events replayed from the journal."""
 
     def __init__(
         self,

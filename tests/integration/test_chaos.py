@@ -2,14 +2,14 @@
 
 A client sends a bounded, seeded flow in batches and, when a shard is unavailable, resends
 the same batch (same client order ids) until it is answered. Meanwhile the test kills the
-worker processes of book, risk and position actors for real (``SIGKILL``) at seeded points.
+worker processes of book and reader actors for real (``SIGKILL``) at seeded points.
 Afterwards:
 
 * every order acknowledged to the client (accepted, or recognised as a duplicate of an
   accepted order) is an order of the fault-free run, and every order of that run was
   acknowledged;
 * the trades in the journals equal the fault-free run's trades, one for one (no duplicate);
-* books, risk state (in the book actor and in the risk actor) and positions hash-equal those
+* books, risk state (in the book actor and in the reader) and positions hash-equal those
   of the same flow run in-process without faults.
 """
 
@@ -31,7 +31,7 @@ from actors.core.positions import PositionLedger
 from actors.core.risk import RiskLimits
 from cluster.clients.ray_client import Client, ShardUnavailableError
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, shard_instruments
-from cluster.edge.wiring import Cluster, book_name, positions_name, risk_name, start_cluster
+from cluster.edge.wiring import Cluster, book_name, reader_name, start_cluster
 from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
 from cluster.storage.shard import replay_events, shard_directory
 from protocols.messages import (
@@ -111,7 +111,7 @@ def submit_until_answered(client: Client, batch: list[Command]) -> list[Event]:
 
 
 def test_kills_lose_nothing_acknowledged_and_duplicate_nothing(chaos_cluster: Cluster) -> None:
-    """Seeded SIGKILLs of book, risk and position actors: zero acknowledged orders lost, zero
+    """Seeded SIGKILLs of book and reader actors: zero acknowledged orders lost, zero
     duplicate trades, and the final state equals the fault-free run's."""
     client = Client(chaos_cluster)
     shard_map = chaos_cluster.shard_map
@@ -121,7 +121,7 @@ def test_kills_lose_nothing_acknowledged_and_duplicate_nothing(chaos_cluster: Cl
     batches = [flow[index : index + BATCH] for index in range(0, len(flow), BATCH)]
     kill_at = dict.fromkeys(sorted(rng.sample(range(3, len(batches) - 3), KILLS)))
     for number in kill_at:
-        kill_at[number] = rng.choice([book_name, risk_name, positions_name])(rng.randrange(2))
+        kill_at[number] = rng.choice([book_name, reader_name])(rng.randrange(2))
 
     acknowledged: dict[tuple[str, str], int] = {}
     retried = 0
@@ -177,10 +177,9 @@ def test_kills_lose_nothing_acknowledged_and_duplicate_nothing(chaos_cluster: Cl
         ledger = PositionLedger(grouped[shard])
         risk_projection.observe(reference["events"][shard], 0)
         ledger.observe(reference["events"][shard], 0)
-        assert answer(chaos_cluster, risk_name(shard), "state_hash") == (
-            risk_projection.state_hash()
-        )
-        assert answer(chaos_cluster, positions_name(shard), "state_hash") == ledger.state_hash()
+        assert answer(chaos_cluster, reader_name(shard), "state_hashes") == {
+            "risk": risk_projection.state_hash(), "positions": ledger.state_hash(),
+        }
     restarts = sum(
         child.restarts
         for status in chaos_cluster.supervision()[1:]

@@ -168,7 +168,7 @@ def test_own_batches_are_not_pushed_back_and_other_origins_still_are(
     assert skipped >= 2  # at least the batch and one single order
     assert after_own["gateway-0"]["sent"] == before["gateway-0"]["sent"]
     assert after_own["gateway-1"]["sent"] - before["gateway-1"]["sent"] == skipped
-    assert after_own["risk"]["sent"] - before["risk"]["sent"] == skipped
+    assert after_own["reader"]["sent"] - before["reader"]["sent"] == skipped
     assert own_feed["pushed_batches"] == 0 and own_feed["repairs"] == 0
 
     other = TradingClient(deployment.addresses[1], "erin-token")

@@ -156,7 +156,7 @@ def test_a_resubmitted_order_is_recognised_not_entered_twice(client: Client) -> 
 
 
 def test_positions_after_a_flow_equal_those_computed_from_the_trades(client: Client) -> None:
-    """After a seeded flow, the position actors' net and traded quantities equal a naive
+    """After a seeded flow, the readers' net and traded quantities equal a naive
     count over the trade events, and net quantities sum to zero per symbol."""
     flow = generate_flow(
         INSTRUMENTS, FlowConfig(operations=6_000, seed=11, accounts=6), client.shard_map.shard_of

@@ -13,7 +13,7 @@ import pytest
 
 from actors.book_actor import BookActor
 from actors.core.shard import ReplayDivergedError, state_hashes
-from actors.projections import PositionActor
+from actors.projections import ShardReader
 from cluster.research.flow import FlowConfig, demo_instruments, generate_flow
 from cluster.storage.journal import FsyncPolicy, JournalFenced
 from cluster.storage.shard import (
@@ -124,27 +124,28 @@ def test_a_zombie_incarnation_cannot_acknowledge_anything(tmp_path: Path) -> Non
 
 
 def test_projections_recover_from_their_snapshot_and_the_journal(tmp_path: Path) -> None:
-    """A position actor rebuilds from its own snapshot plus the shard's replayed events and
-    agrees with one that folded every event live."""
+    """A reader rebuilds from its own snapshot plus the shard's replayed events and agrees
+    with one that folded every event live, in both its models."""
     live_book = book(tmp_path, snapshot_every_events=800)
     storage = ProjectionStorageFactory(tmp_path, 0, INSTRUMENTS)
-    live = PositionActor(0, INSTRUMENTS, log_factory=storage, snapshot_every_events=500)
+    live = ShardReader(0, INSTRUMENTS, log_factory=storage, snapshot_every_events=500)
     commands = flow()
     for index in range(0, len(commands), 100):
         first_seq = live_book.engine.next_seq
         payload = live_book.apply_batch(encode(commands[index : index + 100]))
         live.on_events([(first_seq, live_book.engine.next_seq - 1, payload)])
-    restarted = PositionActor(0, INSTRUMENTS, log_factory=storage)
+    restarted = ShardReader(0, INSTRUMENTS, log_factory=storage)
     assert restarted.next_seq == live.next_seq
-    assert restarted.state_hash() == live.state_hash()
+    assert restarted.state_hashes() == live.state_hashes()
+    assert restarted.state_hashes()["risk"] == live_book.risk.state_hash()  # the gate's fold
     # a gap in what is pushed is repaired from the journal
-    behind = PositionActor(0, INSTRUMENTS, log_factory=storage)
+    behind = ShardReader(0, INSTRUMENTS, log_factory=storage)
     behind.next_seq = 1
     behind.model = type(behind.model)(INSTRUMENTS)
     next_payload = live_book.apply_batch(encode(flow(3_100)[3_000:]))
     behind.on_events([(live.next_seq, live_book.engine.next_seq - 1, next_payload)])
     live.on_events([(live.next_seq, live_book.engine.next_seq - 1, next_payload)])
-    assert behind.state_hash() == live.state_hash() and behind.gaps_repaired == 1
+    assert behind.state_hashes() == live.state_hashes() and behind.gaps_repaired == 1
 
 
 def test_snapshot_sequence_never_runs_ahead_of_the_journal(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from actors.book_actor import BookActor
 from actors.core.shard import ShardState
-from actors.projections import PositionActor, RiskActor
+from actors.projections import ShardReader
 from cluster.research.flow import demo_instruments
 from protocols.convert import Converter
 from protocols.generated import trading_pb2 as pb
@@ -158,17 +158,17 @@ def test_the_book_actor_answers_with_typed_rows_that_survive_pickling() -> None:
 
 
 def test_projections_answer_with_the_cores_structs() -> None:
-    """The position actor returns its ledger's positions and the risk actor its gate's
-    exposure, limits and a typed status, and the positions convert as they are."""
+    """The reader returns its ledger's positions and its risk model's exposure, limits and a
+    typed status, from one push, and the positions convert as they are."""
     actor = book(MemoryLog(), FakeClock())
-    positions = PositionActor(0, INSTRUMENTS)
-    risk = RiskActor(0, INSTRUMENTS)
+    reader = ShardReader(0, INSTRUMENTS)
+    positions = risk = reader
     commands: list[Command] = [order(1), order(2, Side.SELL, account="B"),
                                SetKillSwitch(account="C", engaged=True)]
     first_seq = actor.engine.next_seq
     payload = actor.apply_batch(encode(commands))
-    for reader in (positions, risk):
-        reader.on_events([(first_seq, actor.engine.next_seq - 1, payload)])
+    assert reader.on_events([(first_seq, actor.engine.next_seq - 1, payload)]) == (
+        actor.engine.next_seq)
     [bought] = positions.positions("A")
     assert (bought.symbol, bought.net_quantity, bought.mark_price) == ("SYM0", 5, 9_000)
     assert [p.account for p in positions.all_positions()] == ["A", "B"]
