@@ -173,9 +173,11 @@ class ReaderFanout:
             batches = list(reader.pending)
             reader.pending.clear()
             reader.pending_bytes = 0
+            # counted with the clearing, under the lock: `stats` never sees a batch neither
+            # pending nor sent (the push below can take a millisecond to hand to Ray)
+            reader.sent += len(batches)
         if batches:
             reader.in_flight.append(reader.reader.push(batches))
-            reader.sent += len(batches)
 
 
 class FanoutFactory:
