@@ -132,6 +132,36 @@ class ShardMap(msgspec.Struct, frozen=True):
         return zlib.crc32(symbol.encode()) % self.shard_count
 
 
+class Placement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where Ray may run raytrade's actors (``[cluster.placement]`` in the config file).
+
+    Nodes are chosen with Ray custom resources, which an operator gives a node when it starts
+    (``ray start --resources '{"raytrade_book": 1}'``, or ``rayStartParams`` in KubeRay). The
+    defaults place every actor anywhere: one machine, or a cluster whose nodes are alike.
+    """
+
+    book_resource: str = ""
+    """The resource a node must offer to host book actors ("": any node)."""
+    books_per_node: int = 0
+    """With ``book_resource``: at most this many books per unit of it on a node (each book
+    takes 1/books_per_node; give book nodes 1 unit and set 1 for one book per node); 0: no
+    limit (each book takes a token 0.001)."""
+    spread_books: bool = True
+    """Ask Ray to spread the books over the eligible nodes rather than pack them (SPREAD)."""
+    reader_resource: str = ""
+    """The resource a node must offer to host the shards' readers ("": any node; the same as
+    ``book_resource`` keeps readers on book nodes, another keeps them off)."""
+    gateway_resource: str = ""
+    """The resource a node must offer to host gateways (edge nodes): "" for any node."""
+
+    def __post_init__(self) -> None:
+        if self.books_per_node < 0:
+            raise ConfigError(f"placement.books_per_node must be 0 or more, not "
+                              f"{self.books_per_node}")
+        if self.books_per_node and not self.book_resource:
+            raise ConfigError("placement.books_per_node needs placement.book_resource")
+
+
 class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How to run a raytrade cluster. Every field has a default fit for a laptop."""
 
@@ -156,6 +186,8 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     restart_max: int = 5
     restart_within_s: float = 60.0
     """Restart intensity of every supervisor: more failures than this in the window escalate."""
+    placement: Placement = Placement()
+    """Which nodes run books, readers and gateways (see `Placement`)."""
 
     def __post_init__(self) -> None:
         if self.shards < 1:

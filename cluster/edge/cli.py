@@ -1,11 +1,17 @@
 """The ``raytrade`` command.
 
     raytrade up      [--shards N] [--gateway FILE | --dev-accounts A B]   serve until Ctrl-C
+    raytrade up      --address HOST:PORT [--namespace NS] ...           start in a Ray cluster
+    raytrade down    --address HOST:PORT [--namespace NS]               stop it, Ray stays up
     raytrade demo    [--orders N] [--seed S] [--shards N] ...           simulate and summarise
     raytrade status  [--address HOST:PORT] [--namespace NS]             a running cluster's state
 
 ``up`` and ``demo`` start a private local Ray (small ``num_cpus``, no dashboard) with the shard
 actors in it; ``status`` joins the Ray that ``up`` started (on this machine, or by address).
+``up --address`` joins a Ray cluster someone else runs (``ray start``, KubeRay), starts the
+raytrade actors there under ``--namespace`` (detached: they outlive the command, recovering
+from the data dir, which must be reachable from the nodes that run them) and exits; ``down``
+stops those actors and leaves Ray running.
 
 ``up`` and ``demo`` run in phases: check (arguments, configuration, the data dir, the gateways'
 ports; no Ray yet) -> start Ray -> start the cluster -> trade or serve -> stop. A user's mistake
@@ -15,8 +21,10 @@ demo's temporary data dir.
 
 Exit status::
 
-    0    done (for ``up``: stopped by Ctrl-C or SIGTERM once it served, everything stopped)
-    1    a cluster could not be reached or did not answer (the message says which)
+    0    done (for ``up``: stopped by Ctrl-C or SIGTERM once it served, everything stopped;
+         for ``up --address``: started and left running)
+    1    a cluster could not be reached or did not answer, or (``up --address``) raytrade
+         already runs in that namespace (the message says which)
     2    bad arguments, configuration or data dir, or a gateway port in use; nothing started
     130  interrupted by Ctrl-C (143: SIGTERM) before it was done (a demo, or ``up`` still
          starting), after stopping whatever had started
@@ -50,6 +58,8 @@ from cluster.edge.local_run import Interrupted, LocalRun, raise_interrupted
 from cluster.research.flow import FlowConfig, iter_flow
 from cluster.storage import layout
 from protocols.errors import (
+    ClusterError,
+    ClusterNotFoundError,
     ClusterUnreachableError,
     ConfigError,
     GatewayStartError,
@@ -141,8 +151,12 @@ def _up(args: argparse.Namespace) -> int:
     layout.check_data_dir(config.data_dir, config.shards)
     run = LocalRun(verbose=args.verbose)
     try:
+        if args.address:
+            address = run.join_ray(args.address, config.namespace, args.timeout)
+            _refuse_if_running(config.namespace, address)
         layout.write_manifest(config.data_dir, config.shards)
-        address = run.start_ray(args.num_cpus, config.namespace)
+        if not args.address:
+            address = run.start_ray(args.num_cpus, config.namespace)
         cluster = run.start_cluster(config, registry, gateways)
         print(f"raytrade is up: {config.shards} shards, {len(registry.instruments)} instruments "
               f"({', '.join(registry.symbols)}), namespace {config.namespace!r}, Ray at "
@@ -158,6 +172,12 @@ def _up(args: argparse.Namespace) -> int:
             print(f"token for {account}: {token}")
         for line in connect_hints(config.namespace, address):
             print(line)
+        if args.address:
+            run.detach()  # the actors are detached: they keep running when this process ends
+            print("raytrade keeps running in that Ray; stop it with: raytrade down --address "
+                  f"{shlex.quote(address)} --namespace {shlex.quote(config.namespace)}",
+                  flush=True)
+            return 0
         print("Ctrl-C stops.", flush=True)
         try:
             while True:
@@ -168,6 +188,31 @@ def _up(args: argparse.Namespace) -> int:
     finally:
         run.close()
     print("stopped.", flush=True)
+    return 0
+
+
+def _refuse_if_running(namespace: str, address: str) -> None:
+    """Raise if a raytrade cluster already runs in ``namespace`` of the joined Ray."""
+    from cluster.edge.handles import DirectoryHandle
+
+    try:
+        DirectoryHandle(namespace, timeout_s=10.0).topology()
+    except ClusterNotFoundError:
+        return
+    raise ClusterError(
+        f"raytrade already runs in namespace {namespace!r} of the Ray at {address}: "
+        f"`raytrade status --address {address} --namespace {namespace}` shows it, "
+        f"`raytrade down` stops it"
+    )
+
+
+def _down(args: argparse.Namespace) -> int:
+    cluster = _connect_within(args.namespace, args.address, args.timeout)
+    names = cluster.supervisor_names()
+    cluster.stop()
+    print(f"stopped raytrade in namespace {args.namespace!r} ({cluster.shards} shards, "
+          f"{len(names)} supervisors, {len(cluster.topology.gateways)} gateways); the Ray at "
+          f"{args.address} keeps running.")
     return 0
 
 
@@ -258,6 +303,13 @@ def _status(args: argparse.Namespace) -> int:
         for failure in status.history[-5:]:
             print(f"    {failure.ago_s:>7.1f} s ago: {failure.child} {failure.reason[:80]}"
                   f" -> {failure.action}")
+    print("placement:")
+    for name, where in cluster.placements().items():
+        if where is None:
+            print(f"    {name:22} not found")
+        else:
+            print(f"    {name:22} node {where.node_ip} {where.node_id[:12]}  pid {where.pid}  "
+                  f"{where.state.lower()}, restarts {where.restarts}")
     return 0
 
 
@@ -464,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=help_text,
                                    parents=[verbose], formatter_class=_HelpFormatter)
 
-    up = command("up", "start a local cluster and serve until Ctrl-C")
+    up = command("up", "start a local cluster and serve until Ctrl-C (or, with --address, "
+                       "start raytrade in a running Ray cluster and exit)")
     cluster_options(up, f"journals and snapshots (default: {_DEFAULTS.data_dir}, or the "
                         f"--config file's)")
     up.add_argument("--gateway", type=Path, action="append", default=[],
@@ -474,7 +527,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "accounts and an admin, printed once (for trying the API)")
     up.add_argument("--dev-port", type=whole_number(0, 65535), default=_DEV_PORT,
                     help="port of the dev gateway; 0 picks a free one")
+    up.add_argument("--address",
+                    help="HOST:PORT of a running Ray cluster's GCS (or 'auto'): start the "
+                         "raytrade actors there, detached, and exit; `raytrade down` stops them")
+    up.add_argument("--timeout", type=positive_seconds, default=_STATUS_TIMEOUT_S,
+                    help="with --address: seconds to wait for Ray to answer")
     up.set_defaults(run=_up)
+
+    down = command("down", "stop the raytrade actors in a Ray cluster (Ray keeps running)")
+    down.add_argument("--namespace", default=_DEFAULTS.namespace, help="Ray namespace")
+    down.add_argument("--address", required=True,
+                      help="HOST:PORT of the Ray cluster (or 'auto': the Ray started last on "
+                           "this machine)")
+    down.add_argument("--timeout", type=positive_seconds, default=_STATUS_TIMEOUT_S,
+                      help="seconds to wait for Ray to answer")
+    down.set_defaults(run=_down)
 
     demo = command("demo", "start a local cluster, simulate traders, summarise")
     cluster_options(demo, "journals and snapshots (default: a fresh temporary folder, removed "

@@ -37,7 +37,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 if "ray" not in sys.modules:
     # (if something imported ray first, setting it now would make this driver and the processes
@@ -264,6 +264,7 @@ def spawn(
     namespace: str,
     *args: Any,
     num_cpus: float = 0.0,
+    placement: tuple[str, float, bool] = ("", 0.0, False),
     **kwargs: Any,
 ) -> None:
     """Start a named, detached actor that Ray restarts when its process dies.
@@ -271,8 +272,12 @@ def spawn(
     ``max_restarts=-1``: Ray brings a dead process back by running the constructor again (every
     raytrade actor recovers in its constructor). ``max_task_retries=0``: a retried call could
     apply a batch twice or out of order; retrying is the caller's job, made safe by client
-    order ids. Returns nothing: reach the actor through its typed handle, by name.
+    order ids. ``placement`` is ``(custom resource, amount, spread)``: only nodes that offer
+    the resource may run the actor (also after a restart), and ``spread`` asks Ray to put
+    such actors on different nodes. Returns nothing: reach the actor through its typed
+    handle, by name.
     """
+    resource, amount, spread = placement
     ray.remote(actor_class).options(
         name=name,
         namespace=namespace,
@@ -280,6 +285,8 @@ def spawn(
         max_restarts=-1,
         max_task_retries=0,
         num_cpus=num_cpus,
+        resources={resource: amount} if resource else None,
+        scheduling_strategy="SPREAD" if spread else "DEFAULT",
     ).remote(*args, **kwargs)
 
 
@@ -708,6 +715,36 @@ def _local_alive(handle: Any) -> bool | None:
     if state == _ALIVE:
         return True
     return False if state in _NOT_ALIVE else None
+
+
+class ActorLocation(NamedTuple):
+    """Where Ray runs a named actor now (from the GCS's actor table)."""
+
+    node_id: str
+    node_ip: str
+    pid: int
+    state: str
+    """ALIVE, RESTARTING, DEAD, ... as Ray names it."""
+    restarts: int
+
+
+def locate(name: str, namespace: str) -> ActorLocation | None:
+    """Return where a named actor runs, or None if there is none (or Ray's table is unreadable).
+
+    The actor table is a private Ray API (`ray._private.state`), as for `_restart_count`; the
+    public state API needs the dashboard, which raytrade does not start.
+    """
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+        from ray._private import state
+
+        info = state.actors(handle._actor_id.hex())
+        address = info.get("Address") or {}
+        return ActorLocation(str(address.get("NodeID", "")), str(address.get("IPAddress", "")),
+                             int(info.get("Pid") or 0), str(info.get("State", "")),
+                             int(info.get("NumRestarts") or 0))
+    except Exception:
+        return None
 
 
 def _restart_count(handle: Any) -> int | None:

@@ -135,6 +135,7 @@ class LocalRun:
         self.verbose = verbose
         self.scratch: tempfile.TemporaryDirectory[str] | None = None
         self.ray_started = False
+        self.ray_joined = False
         self.cluster: Any = None
         self.processes: dict[int, int] = {}
 
@@ -152,6 +153,19 @@ class LocalRun:
             address = start_ray(num_cpus=num_cpus, namespace=namespace, quiet=not self.verbose)
             self.processes.update(_descendants(os.getpid()))
         return address
+
+    def join_ray(self, address: str, namespace: str, timeout_s: float) -> str:
+        """Join a running Ray (``up --address``); return its address. `close` leaves Ray up."""
+        from cluster.edge.handles import join_ray, ray_address
+
+        with interrupts_deferred():
+            self.ray_joined = True
+            join_ray(address, namespace, timeout_s=timeout_s, verbose=self.verbose)
+        return ray_address()
+
+    def detach(self) -> None:
+        """Leave the started cluster running in Ray after `close` (its actors are detached)."""
+        self.cluster = None
 
     def start_cluster(self, config: ClusterConfig, registry: InstrumentRegistry,
                       gateways: Sequence[Any] = ()) -> Any:
@@ -178,5 +192,12 @@ class LocalRun:
                 except Exception as error:
                     log.warning("stopping Ray: %s", error)
                 _reap(self.processes)
+            if self.ray_joined and not self.ray_started:
+                from cluster.edge.handles import stop_ray
+
+                try:
+                    stop_ray()  # a joined driver only leaves: the cluster's Ray keeps running
+                except Exception as error:
+                    log.warning("leaving Ray: %s", error)
             if self.scratch is not None:
                 self.scratch.cleanup()

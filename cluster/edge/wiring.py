@@ -108,12 +108,13 @@ class ShardStarter:
             directory, shard, self.instruments, config.client_order_id_window
         )
         handles.spawn(ShardReader, reader_name(shard), namespace, shard, self.instruments,
-                      num_cpus=config.projection_num_cpus, log_factory=projection_log,
+                      num_cpus=config.projection_num_cpus,
+                      placement=placement_of(config, "reader"), log_factory=projection_log,
                       snapshot_every_events=config.snapshot_every_events)
         readers = {"reader": ReaderHandle(shard, namespace)}
         handles.spawn(
             BookActor, book_name(shard), namespace, shard, self.instruments,
-            num_cpus=config.book_num_cpus,
+            num_cpus=config.book_num_cpus, placement=placement_of(config, "book"),
             default_limits=config.default_limits,
             sink_factory=FanoutFactory(readers),
             log_factory=ShardStorageFactory(directory,
@@ -129,9 +130,11 @@ class ShardStarter:
 class GatewayStarter:
     """Start (or start again) a set of gateway actors. Picklable: the supervisor's rebuild."""
 
-    def __init__(self, namespace: str, factories: dict[str, GatewayServerFactory]) -> None:
+    def __init__(self, namespace: str, factories: dict[str, GatewayServerFactory],
+                 placement: tuple[str, float, bool] = ("", 0.0, False)) -> None:
         self.namespace = namespace
         self.factories = dict(factories)
+        self.placement = placement
 
     def __call__(self) -> None:
         for name in self.factories:
@@ -142,14 +145,25 @@ class GatewayStarter:
         """Create the gateway actors; return their readiness (ports, in flight)."""
         for name, factory in self.factories.items():
             handles.spawn(GatewayActor, name, self.namespace, name, factory,
-                          GatewayFeeds(name, self.namespace))
+                          GatewayFeeds(name, self.namespace), placement=self.placement)
         return [GatewayHandle(name, self.namespace).ready() for name in self.factories]
+
+
+def placement_of(config: ClusterConfig, role: str) -> tuple[str, float, bool]:
+    """Return ``handles.spawn``'s placement of a ``"book"``, ``"reader"`` or ``"gateway"``
+    under the config's `Placement`: (custom resource, amount per actor, spread)."""
+    placement = config.placement
+    if role == "book":
+        amount = 1.0 / placement.books_per_node if placement.books_per_node else 0.001
+        return placement.book_resource, amount, placement.spread_books
+    resource = {"reader": placement.reader_resource, "gateway": placement.gateway_resource}[role]
+    return resource, 0.001, False
 
 
 def _supervisor(name: str, children: Sequence[str], namespace: str, *, strategy: Strategy,
                 intensity: RestartIntensity, parent: str | None, rebuild: Any = None,
                 ping_every_s: float | None = None) -> None:
-    timing = {} if ping_every_s is None else {"ping_every_s": ping_every_s}
+    timing: dict[str, Any] = {} if ping_every_s is None else {"ping_every_s": ping_every_s}
     handles.spawn(Supervisor, name, namespace, name, list(children), probe=RayProbe(namespace),
                   strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild,
                   **timing)
@@ -222,7 +236,7 @@ def start_gateways(
                                    supervisors)
         for name, gateway in zip(names, configs, strict=True)
     }
-    starter = GatewayStarter(namespace, factories)
+    starter = GatewayStarter(namespace, factories, placement_of(config, "gateway"))
     try:
         ports = handles.wait_all(starter.start(), ready_timeout_s)
     except BaseException:
@@ -278,6 +292,19 @@ class Cluster:
             names.append(GATEWAY_SUPERVISOR)
         return names
 
+    def actor_names(self) -> list[str]:
+        """Return the name of every actor of the cluster: supervisors, gateways, per shard its
+        book and reader, and the directory."""
+        names = [*self.supervisor_names(), *self.topology.gateways]
+        for shard in range(self.shards):
+            names += [book_name(shard), reader_name(shard)]
+        names.append(DIRECTORY)
+        return names
+
+    def placements(self) -> dict[str, handles.ActorLocation | None]:
+        """Return where Ray runs each actor of the cluster now (None: not found)."""
+        return {name: handles.locate(name, self.namespace) for name in self.actor_names()}
+
     def supervision(self) -> list[SupervisorStatusRow]:
         """Return the status of every supervisor."""
         return handles.wait_all([self.supervisor(name).status() for name in
@@ -285,11 +312,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop supervision first (so nothing restarts), then every actor of the cluster."""
-        names = [*self.supervisor_names(), *self.topology.gateways]
-        for shard in range(self.shards):
-            names += [book_name(shard), reader_name(shard)]
-        names.append(DIRECTORY)
-        _stop_all(names, self.namespace)
+        _stop_all(self.actor_names(), self.namespace)
 
 
 def _stop_all(names: Sequence[str], namespace: str) -> None:
