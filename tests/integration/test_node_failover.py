@@ -15,19 +15,14 @@ docs/DESIGN.md says an operator would (0.5 s period, 4 misses).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.chaos]
+from tests.integration.raylets import run_on_raylets
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.chaos]
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time
@@ -139,15 +134,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_dead_nodes_book_serves_again_on_the_other_book_node(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
-    env["PYTHONPATH"] = str(ROOT)
-    with tempfile.TemporaryDirectory(prefix="rt-fo-") as ray_tmp:
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT, ray_tmp, str(tmp_path / "data")],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=420, check=False,
-        )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_on_raylets(SCRIPT, tmp_path / "data", timeout_s=420)
     print(report)  # the time to serving, for the log
     survivor = next(node for node in report["book_nodes"] if node != report["victim"])
     assert report["book0_before"] == report["victim"]

@@ -9,19 +9,14 @@ each actor's node in `Cluster.placements` (what ``raytrade status`` prints).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+from tests.integration.raylets import run_on_raylets
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SCRIPT = textwrap.dedent("""
     import json, sys, tempfile
@@ -63,15 +58,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_books_run_only_on_book_nodes_one_per_node(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
-    env["PYTHONPATH"] = str(ROOT)
-    with tempfile.TemporaryDirectory(prefix="rt-pl-") as ray_tmp:
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT, ray_tmp, str(tmp_path / "data")],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-        )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_on_raylets(SCRIPT, tmp_path / "data", timeout_s=300)
     placements = report["placements"]
     books = [placements["book-0"], placements["book-1"]]
     assert sorted(books) == sorted(report["book_nodes"]), report  # one on each book node
