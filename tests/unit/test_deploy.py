@@ -1,5 +1,5 @@
-"""The on-prem deployment files (cluster/deploy/onprem) are what Ray and raytrade accept, and
-agree with each other.
+"""The deployment files (cluster/deploy/onprem and aks) are what Ray, Kubernetes and raytrade
+accept, and agree with each other.
 
 * ray-cluster.yaml passes Ray's own cluster-launcher preparation and schema (the checks
   `ray up` runs: `prepare_config`, then `validate_config` against the ray-schema.json that Ray
@@ -9,7 +9,11 @@ agree with each other.
   books and gateways on; the health-check settings are those the README and
   test_node_failover.py use;
 * raytrade.toml loads as a raytrade cluster config; the path ray-cluster.yaml mounts it at
-  is the path raytrade.service passes to `raytrade up --config`.
+  is the path raytrade.service passes to `raytrade up --config`;
+* AKS: the core kinds and the Ray pod templates validate against Kubernetes' own schemas
+  (kubernetes-validate), the RayCluster goes through KubeRay's autoscaler code in Ray
+  (`_derive_autoscaling_config_from_ray_cr`) and Ray's schema, and image, Ray version,
+  secrets, volumes, ports, labels and the Job's `raytrade up` agree across the files.
 """
 
 from __future__ import annotations
@@ -138,3 +142,135 @@ def test_raytrade_config_and_the_units_agree() -> None:
     assert worker["RequiresMountsFor"] == [str(Path(config.data_dir))]
     for unit in (service, worker, _unit("ray-head.service")):
         assert _environment(unit)["RAY_AUTH_MODE"] == "token"
+
+
+# ---------------------------------------------------------------------------- AKS + KubeRay
+
+AKS = ONPREM.parent / "aks"
+KUBERNETES = "1.30"
+"""The Kubernetes version the core kinds are validated against (AKS's supported line)."""
+
+
+def _aks_objects() -> dict[str, dict[str, Any]]:
+    objects = {}
+    for path in ("raytrade.yaml", "raycluster.yaml"):
+        for document in yaml.safe_load_all((AKS / path).read_text()):
+            objects[document["kind"]] = document
+    return objects
+
+
+def _pod_templates(ray_cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = ray_cluster["spec"]
+    templates = {"head": spec["headGroupSpec"]["template"]}
+    for group in spec["workerGroupSpecs"]:
+        templates[group["groupName"]] = group["template"]
+    return templates
+
+
+def test_core_kinds_and_the_ray_pods_validate_against_kubernetes_schemas() -> None:
+    import kubernetes_validate
+
+    objects = _aks_objects()
+    for kind in ("ConfigMap", "StorageClass", "PersistentVolumeClaim", "Service", "Job"):
+        kubernetes_validate.validate(objects[kind], KUBERNETES, strict=True)
+    for name, template in _pod_templates(objects["RayCluster"]).items():
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, **template["metadata"]}, "spec": template["spec"]}
+        kubernetes_validate.validate(pod, KUBERNETES, strict=True)
+    broken = copy.deepcopy(objects["Service"])
+    broken["spec"]["ports"][0]["port"] = "four-four-three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES, strict=True)
+
+
+def test_the_raycluster_derives_a_valid_ray_config_with_the_placed_resources(
+    tmp_path: Path,
+) -> None:
+    """KubeRay's autoscaler code turns the RayCluster into a Ray cluster config, which Ray's
+    schema accepts; its node types offer what raytrade.toml (the ConfigMap) places on them."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import (
+        _derive_autoscaling_config_from_ray_cr,
+    )
+
+    objects = _aks_objects()
+    derived = _derive_autoscaling_config_from_ray_cr(objects["RayCluster"])
+    validate_config(derived)
+    config_path = tmp_path / "raytrade.toml"
+    config_path.write_text(objects["ConfigMap"]["data"]["raytrade.toml"])
+    placement = load_cluster_config(config_path, {}).placement
+    types = derived["available_node_types"]
+    assert types["headgroup"]["resources"][placement.gateway_resource] == 1
+    assert types["books"]["resources"][placement.book_resource] == 1
+    assert placement.books_per_node == 1
+    head_params = objects["RayCluster"]["spec"]["headGroupSpec"]["rayStartParams"]
+    assert json.loads(json.loads(head_params["system-config"])) == HEALTH
+
+
+def _mounts(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Return mount path -> (volume name, volume source) of a pod template's first container."""
+    volumes = {volume["name"]: volume for volume in template["spec"]["volumes"]}
+    [container] = template["spec"]["containers"]
+    return {mount["mountPath"]: (mount["name"], volumes[mount["name"]])
+            for mount in container["volumeMounts"]}
+
+
+def test_the_aks_files_agree_with_each_other_and_with_raytrade(tmp_path: Path) -> None:
+    objects = _aks_objects()
+    ray_cluster, job, service = objects["RayCluster"], objects["Job"], objects["Service"]
+    templates = _pod_templates(ray_cluster)
+    job_template = job["spec"]["template"]
+    # one image everywhere, built from the Dockerfile on Ray's own image of raytrade's Ray
+    dockerfile = (AKS / "Dockerfile").read_text()
+    base = next(line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM"))
+    assert base == f"rayproject/ray:{ray_cluster['spec']['rayVersion']}-py311"
+    import ray
+
+    assert ray_cluster["spec"]["rayVersion"] == ray.__version__
+    images = {c["image"] for t in (*templates.values(), job_template)
+              for c in t["spec"]["containers"]}
+    assert len(images) == 1
+    # the ray token and the journals reach every pod at the same paths
+    config_map = objects["ConfigMap"]
+    with_config = tmp_path / "raytrade.toml"
+    with_config.write_text(config_map["data"]["raytrade.toml"])
+    data_dir = load_cluster_config(with_config, {}).data_dir
+    claim = objects["PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # a book may move between pods
+    storage = objects["StorageClass"]
+    assert claim["spec"]["storageClassName"] == storage["metadata"]["name"]
+    assert storage["parameters"]["protocol"] == "nfs"  # locks across clients
+    for template in (*templates.values(), job_template):
+        mounts = _mounts(template)
+        assert mounts["/home/ray/.ray/auth_token"][1]["secret"]["secretName"] == (
+            "raytrade-ray-token")
+        assert mounts[data_dir][1]["persistentVolumeClaim"]["claimName"] == (
+            claim["metadata"]["name"])
+        [container] = template["spec"]["containers"]
+        assert {"name": "RAY_AUTH_MODE", "value": "token"} in container["env"]
+    # the Job runs `raytrade up --address <the head's service>` with files mounted where it says
+    args = build_parser().parse_args(job_template["spec"]["containers"][0]["command"][1:])
+    assert args.run.__name__ == "_up"
+    cluster_name = ray_cluster["metadata"]["name"]
+    assert args.address == (f"{cluster_name}-head-svc.{ray_cluster['metadata']['namespace']}"
+                            f".svc.cluster.local:6379")
+    job_mounts = _mounts(job_template)
+    assert job_mounts[str(Path(args.config).parent)][1]["configMap"]["name"] == (
+        config_map["metadata"]["name"])
+    # the gateways run on the head (its resource), so its certificate must be mounted there too
+    head_mounts = _mounts(templates["head"])
+    gateway_dir = str(Path(args.gateway[0]).parent)
+    for path in (gateway_dir, f"{gateway_dir}/tls"):
+        assert head_mounts[path][1] == job_mounts[path][1]
+    # the load balancer reaches the head pods' gRPC port
+    head_labels = templates["head"]["metadata"]["labels"]
+    assert all(head_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    [port] = service["spec"]["ports"]
+    head_ports = {p["containerPort"] for p in templates["head"]["spec"]["containers"][0]["ports"]}
+    assert port["targetPort"] in head_ports
+    # Prometheus scrapes a port every Ray pod names
+    monitor = objects["PodMonitor"]
+    for template in templates.values():
+        assert all(template["metadata"]["labels"].get(k) == v
+                   for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+        names = {p.get("name") for p in template["spec"]["containers"][0]["ports"]}
+        assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in names
