@@ -55,6 +55,7 @@ from cluster.edge.handles import (
 from cluster.edge.publish import FanoutFactory
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.server import GatewayServerFactory
+from cluster.storage import layout
 from cluster.storage.journal import FsyncPolicy
 from cluster.storage.shard import ProjectionStorageFactory, ShardStorageFactory, shard_directory
 from protocols.messages import Instrument
@@ -119,7 +120,8 @@ class ShardStarter:
             sink_factory=FanoutFactory(readers),
             log_factory=ShardStorageFactory(directory,
                                             FsyncPolicy(mode=config.fsync,
-                                                        interval_ms=config.fsync_interval_ms)),
+                                                        interval_ms=config.fsync_interval_ms),
+                                            require_manifest=True),
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )
@@ -345,6 +347,8 @@ def start_cluster(
     )
     namespace = config.namespace
     cluster = Cluster(topology, namespace)
+    if layout.read_manifest(config.data_dir) is None:  # the books check for it (shared volume)
+        layout.write_manifest(config.data_dir, config.shards)
     try:
         grouped = shard_instruments(registry, shard_map)
         starters = [ShardStarter(config, shard, grouped[shard]) for shard in range(config.shards)]

@@ -27,8 +27,10 @@ from pathlib import Path
 import msgspec
 
 from actors.core.shard import CLIENT_ORDER_ID_WINDOW, ShardState, build_shard, replay_batch
+from cluster.storage import layout
 from cluster.storage.journal import FsyncPolicy, Journal, read_batches
 from cluster.storage.snapshots import SnapshotStore
+from protocols.errors import ConfigError
 from protocols.journal_format import CommandBatch
 from protocols.messages import Command, Event, Instrument
 
@@ -94,13 +96,29 @@ class ShardStorage:
 
 
 class ShardStorageFactory:
-    """Build a `ShardStorage` in the actor's own process (the journal is not picklable)."""
+    """Build a `ShardStorage` in the actor's own process (the journal is not picklable).
 
-    def __init__(self, directory: str | Path, fsync: FsyncPolicy | None = None) -> None:
+    With ``require_manifest`` (what a cluster's book actors get), the shard's data dir must
+    already hold the manifest that `raytrade up` / `start_cluster` wrote there: a book started
+    on a node that does not see the cluster's (shared) data dir refuses to start rather than
+    begin an empty journal of its own.
+    """
+
+    def __init__(self, directory: str | Path, fsync: FsyncPolicy | None = None, *,
+                 require_manifest: bool = False) -> None:
         self.directory = str(directory)
         self.fsync = fsync
+        self.require_manifest = require_manifest
 
     def __call__(self) -> ShardStorage:
+        if self.require_manifest:
+            data_dir = Path(self.directory).parent
+            if not (data_dir / layout.MANIFEST).is_file():
+                raise ConfigError(
+                    f"shard storage {self.directory}: {data_dir} holds no {layout.MANIFEST}, "
+                    f"so this node does not see the cluster's data dir (mount the shared "
+                    f"volume here at the same path); refusing to start an empty journal"
+                )
         return ShardStorage(self.directory, fsync=self.fsync)
 
 

@@ -90,3 +90,20 @@ def test_a_file_where_the_data_dir_should_be_is_a_config_error(tmp_path: Path) -
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is not a folder"):
         layout.check_data_dir(tmp_path / "file", 2)
+
+
+def test_a_cluster_book_refuses_a_data_dir_without_the_manifest(tmp_path: Path) -> None:
+    """A book on a node that does not see the shared data dir must not start an empty journal."""
+    from cluster.storage.shard import ShardStorageFactory, shard_directory
+
+    directory = shard_directory(tmp_path / "data", 0)
+    with pytest.raises(ConfigError, match="does not see the cluster's data dir"):
+        ShardStorageFactory(directory, require_manifest=True)()
+    assert not (directory / "journal").exists()  # nothing was created
+    layout.write_manifest(tmp_path / "data", 1)
+    storage = ShardStorageFactory(directory, require_manifest=True)()
+    snapshot, batches = storage.load()  # becomes the shard's writer
+    assert snapshot is None and list(batches) == []
+    storage.close()
+    assert (directory / "journal").is_dir()
+    ShardStorageFactory(shard_directory(tmp_path / "other", 0))().close()  # in-process: no need
