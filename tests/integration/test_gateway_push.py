@@ -9,18 +9,17 @@ bypasses gateways) are still pushed and reach the stream.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 
-from cluster.clients.grpc_client import ExecutionStream, TradingClient, new_order
+from cluster.clients.grpc_client import TradingClient, new_order
 from cluster.clients.ray_client import Client
 from cluster.config import ClusterConfig, InstrumentRegistry
 from cluster.edge import handles
@@ -32,6 +31,7 @@ from cluster.gateway.streams import concerns
 from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.messages import NewOrder, Side
+from tests.integration.follower import Follower
 from tests.integration.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.slow]
@@ -66,45 +66,6 @@ def deployment(ray_session: None, tmp_path_factory: pytest.TempPathFactory
     finally:
         gateways.stop()
         cluster.stop()
-
-
-@dataclass
-class Follower:
-    """An execution stream read by a background thread."""
-
-    stream: ExecutionStream
-    seen: list[tuple[int, int, int, int]] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    thread: threading.Thread | None = None
-
-    def start(self) -> dict[int, int]:
-        iterator = iter(self.stream)
-        start = dict(next(iterator).cursor)
-
-        def run() -> None:
-            try:
-                for batch in iterator:
-                    self.seen.extend((r.shard, r.seq, r.type, r.order_id) for r in batch.reports)
-            except BaseException as error:
-                self.errors.append(error)
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        return start
-
-    def wait_for(self, head: int, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self.errors:
-            if self.stream.cursor.get(0, 0) >= head:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"stream stuck at {self.stream.cursor}, wanted {head}; "
-                             f"errors {self.errors}")
-
-    def stop(self) -> None:
-        self.stream.close()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
 
 
 def head(deployment: Deployment) -> int:
@@ -161,7 +122,7 @@ def test_own_batches_are_not_pushed_back_and_other_origins_still_are(
     for index in range(5):
         own.submit_order("MSFT", "sell", 1, price=50000 + 25 * index,
                          client_order_id=f"{prefix}-single-{index}")
-    follower.wait_for(head(deployment))
+    follower.wait_for({0: head(deployment)})
     after_own = reader_stats(deployment)
     own_feed = gateway_feed(deployment, "gateway-0")
     skipped = after_own["gateway-0"]["skipped"] - before["gateway-0"]["skipped"]
@@ -180,7 +141,7 @@ def test_own_batches_are_not_pushed_back_and_other_origins_still_are(
         direct.submit([NewOrder(account="erin", client_order_id=f"{prefix}-direct-{index}",
                                 symbol="NVDA", side=Side.BUY, quantity=1,
                                 price=11000 + index)])
-    follower.wait_for(head(deployment))
+    follower.wait_for({0: head(deployment)})
     follower.stop()
     for client in (watcher, own, other):
         client.close()

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import ray
 
-from cluster.clients.grpc_client import ExecutionStream, TradingClient, new_order
+from cluster.clients.grpc_client import TradingClient, new_order
 from cluster.clients.ray_client import Client
 from cluster.config import ClusterConfig, InstrumentRegistry
 from cluster.edge.wiring import Cluster, GatewayGroup, start_cluster, start_gateways
@@ -31,6 +29,7 @@ from cluster.gateway.streams import concerns
 from cluster.storage.shard import shard_directory
 from protocols.convert import Converter
 from protocols.messages import NewOrder, OrderAccepted, Side
+from tests.integration.follower import Follower
 from tests.integration.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.chaos, pytest.mark.slow]
@@ -67,45 +66,6 @@ def deployment(ray_session: None, tmp_path_factory: pytest.TempPathFactory
     finally:
         gateways.stop()
         cluster.stop()
-
-
-@dataclass
-class Follower:
-    """An execution stream read by a background thread."""
-
-    stream: ExecutionStream
-    seen: list[tuple[int, int, int, int]] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    thread: threading.Thread | None = None
-
-    def start(self) -> dict[int, int]:
-        iterator = iter(self.stream)
-        start = dict(next(iterator).cursor)
-
-        def run() -> None:
-            try:
-                for batch in iterator:
-                    self.seen.extend((r.shard, r.seq, r.type, r.order_id) for r in batch.reports)
-            except BaseException as error:
-                self.errors.append(error)
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        return start
-
-    def wait_for(self, heads: dict[int, int], timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self.errors:
-            if all(self.stream.cursor.get(shard, 0) >= seq for shard, seq in heads.items()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"stream stuck at {self.stream.cursor}, wanted {heads}; "
-                             f"errors {self.errors}")
-
-    def stop(self) -> None:
-        self.stream.close()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
 
 
 def journal_truth(deployment: Deployment, account: str, after: dict[int, int]
