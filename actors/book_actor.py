@@ -99,6 +99,7 @@ class BookActor:
         default_limits: RiskLimitsConfig | None = None,
         sink_factory: Callable[[], EventSink] | None = None,
         log_factory: Callable[[], ShardLog] | None = None,
+        on_journal_failure: Callable[[str], None] | None = None,
         snapshot_every_events: int = 200_000,
         snapshot_every_s: float = 300.0,
         client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
@@ -109,6 +110,11 @@ class BookActor:
 
         ``clock`` (monotonic seconds) times snapshots and recovery; ``wall_clock_ns`` (Unix
         nanoseconds) stamps the configured default limits and the incarnation.
+        ``on_journal_failure`` is called with the reason once a batch could not be journaled
+        (a disk error, or a newer incarnation fenced this one): the wiring passes one that
+        ends the process, so Ray starts a fresh incarnation that recovers from the journal,
+        and a zombie (a process whose node was declared dead and came back) is gone instead
+        of lingering. Without one this actor only refuses every later call.
         """
         tune_gc()
         self.clock = clock
@@ -119,6 +125,7 @@ class BookActor:
         self.snapshot_every_s = snapshot_every_s
         self.client_order_id_window = client_order_id_window
         self.log = log_factory() if log_factory is not None else None
+        self.on_journal_failure = on_journal_failure
         self.risk, self.engine = self._recover()
         self._last_snapshot_seq = self.engine.next_seq
         self._last_snapshot_at = clock()
@@ -217,6 +224,8 @@ class BookActor:
                 self._failed = f"journal append failed: {error!r}"
                 log.critical("shard %d: %s; refusing all further batches", self.shard_id,
                              self._failed)
+                if self.on_journal_failure is not None:
+                    self.on_journal_failure(self._failed)
                 raise
         payload = encode(events)
         if self.sink is not None:

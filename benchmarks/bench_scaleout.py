@@ -38,7 +38,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from cluster.edge import handles  # RAY_AUTH_MODE=token before Ray is imported
-    handles._loopback_only()
+    handles.prepare_local_nodes()
     import ray
     from ray.cluster_utils import Cluster as RayNodes
 

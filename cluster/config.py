@@ -160,6 +160,14 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                               f"{self.books_per_node}")
         if self.books_per_node and not self.book_resource:
             raise ConfigError("placement.books_per_node needs placement.book_resource")
+        if self.books_per_node and self.reader_resource == self.book_resource:
+            # books_per_node books take a node's whole unit: a reader asking for a share of
+            # the same resource fits nowhere once a node is full (after a failover, say)
+            raise ConfigError(
+                f"placement.reader_resource {self.reader_resource!r} is the book resource, "
+                "which books_per_node divides among the books only: give book nodes a second "
+                "resource for readers (e.g. raytrade_reader) or leave reader_resource empty"
+            )
 
 
 class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):

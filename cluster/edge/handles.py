@@ -174,6 +174,22 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def prepare_local_nodes() -> None:
+    """Prepare this process to start Ray nodes itself (``ray.cluster_utils.Cluster``, as the
+    multi-node tests and benchmarks do): every port on loopback, and a token on disk.
+
+    ``ray.init`` makes the token when it starts a local Ray; a node started directly does
+    not, and without one its GCS never comes up (it waits for a token file no one writes).
+    Ray's own set-up makes it, once per machine (``~/.ray/auth_token``).
+    """
+    _loopback_only()
+    from ray._private.authentication.authentication_token_setup import (
+        ensure_token_if_auth_enabled,
+    )
+
+    ensure_token_if_auth_enabled()
+
+
 def _is_loopback(address: str) -> bool:
     host = address.rpartition(":")[0].strip("[]")
     return host == "localhost" or host.startswith("127.") or host == "::1"

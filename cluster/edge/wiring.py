@@ -22,6 +22,7 @@ the supervisors own the policy above that. Nothing here calls Ray directly.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class ShardStarter:
                                             FsyncPolicy(mode=config.fsync,
                                                         interval_ms=config.fsync_interval_ms),
                                             require_manifest=True),
+            on_journal_failure=end_process,
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )
@@ -149,6 +151,18 @@ class GatewayStarter:
             handles.spawn(GatewayActor, name, self.namespace, name, factory,
                           GatewayFeeds(name, self.namespace), placement=self.placement)
         return [GatewayHandle(name, self.namespace).ready() for name in self.factories]
+
+
+def end_process(reason: str) -> None:
+    """End this actor's process at once: a book whose journal failed or was fenced.
+
+    Ray starts the actor again under its name (it recovers from the journal) if this process
+    is still its current incarnation; a zombie whose book already runs elsewhere is simply
+    gone. Exit code 70 (EX_SOFTWARE) marks it in the worker's log.
+    """
+    log.critical("ending process %d: %s", os.getpid(), reason)
+    logging.shutdown()  # flush the worker's log: nothing after this runs
+    os._exit(70)
 
 
 def placement_of(config: ClusterConfig, role: str) -> tuple[str, float, bool]:

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 SCRIPT = textwrap.dedent("""
     import json, sys, tempfile
     from cluster.edge import handles  # RAY_AUTH_MODE=token before Ray is imported
-    handles._loopback_only()  # every raylet on 127.0.0.1
+    handles.prepare_local_nodes()  # every raylet on 127.0.0.1
     import ray
     from ray.cluster_utils import Cluster as RayNodes
 

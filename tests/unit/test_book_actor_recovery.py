@@ -123,6 +123,21 @@ def test_a_zombie_incarnation_cannot_acknowledge_anything(tmp_path: Path) -> Non
     assert book(tmp_path).state_hashes() == successor.state_hashes()
 
 
+def test_a_fenced_incarnation_reports_its_failure_once(tmp_path: Path) -> None:
+    """The failure hook (the wiring's ends the process) hears why, once, before the raise;
+    what the zombie applied in memory never reaches the journal."""
+    reasons: list[str] = []
+    zombie = book(tmp_path, on_journal_failure=reasons.append)
+    feed(zombie, flow(300))
+    successor = book(tmp_path)
+    with pytest.raises(JournalFenced):
+        zombie.apply_batch(encode(flow(400)[300:]))
+    with pytest.raises(RuntimeError, match="stopped serving"):
+        zombie.ping()
+    assert len(reasons) == 1 and "JournalFenced" in reasons[0], reasons
+    assert book(tmp_path).state_hashes() == successor.state_hashes()
+
+
 def test_projections_recover_from_their_snapshot_and_the_journal(tmp_path: Path) -> None:
     """A reader rebuilds from its own snapshot plus the shard's replayed events and agrees
     with one that folded every event live, in both its models."""

@@ -116,7 +116,7 @@ def test_every_ray_start_parses_and_gives_the_nodes_the_placed_resources() -> No
             assert _json(options["system_config"]) == HEALTH, name
             assert options["port"] == 6379, name
         else:
-            assert resources == {placement.book_resource: 1}, name
+            assert resources == {placement.book_resource: 1, placement.reader_resource: 1}, name
             assert placement.books_per_node == 1
             assert options["address"] == "10.0.0.10:6379", name
 
@@ -201,6 +201,7 @@ def test_the_raycluster_derives_a_valid_ray_config_with_the_placed_resources(
     types = derived["available_node_types"]
     assert types["headgroup"]["resources"][placement.gateway_resource] == 1
     assert types["books"]["resources"][placement.book_resource] == 1
+    assert types["books"]["resources"][placement.reader_resource] == 1
     assert placement.books_per_node == 1
     head_params = objects["RayCluster"]["spec"]["headGroupSpec"]["rayStartParams"]
     assert json.loads(json.loads(head_params["system-config"])) == HEALTH

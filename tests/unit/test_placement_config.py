@@ -25,11 +25,11 @@ def test_a_config_file_places_books_one_per_node_and_gateways_on_edge_nodes(
     path.write_text(
         "[cluster]\nshards = 4\n"
         "[cluster.placement]\nbook_resource = 'raytrade_book'\nbooks_per_node = 1\n"
-        "reader_resource = 'raytrade_book'\ngateway_resource = 'raytrade_edge'\n"
+        "reader_resource = 'raytrade_reader'\ngateway_resource = 'raytrade_edge'\n"
     )
     config = load_cluster_config(path, {})
     assert placement_of(config, "book") == ("raytrade_book", 1.0, True)
-    assert placement_of(config, "reader") == ("raytrade_book", 0.001, False)
+    assert placement_of(config, "reader") == ("raytrade_reader", 0.001, False)
     assert placement_of(config, "gateway") == ("raytrade_edge", 0.001, False)
     packed = ClusterConfig(placement=Placement(book_resource="raytrade_book", books_per_node=4,
                                                spread_books=False))
@@ -42,6 +42,10 @@ def test_a_config_file_places_books_one_per_node_and_gateways_on_edge_nodes(
         ("books_per_node = 2", "books_per_node needs placement.book_resource"),
         ("book_resource = 'b'\nbooks_per_node = -1", "books_per_node must be 0 or more"),
         ("book_nodes = 'b'", "book_nodes"),  # a typo is refused, not ignored
+        # N books fill the unit: a reader asking for a share of it would fit nowhere once a
+        # node is full (found by the node-failover test: the readers never came back)
+        ("book_resource = 'b'\nbooks_per_node = 1\nreader_resource = 'b'",
+         "reader_resource 'b' is the book resource"),
     ],
 )
 def test_a_wrong_placement_is_refused(tmp_path: Path, placement: str, message: str) -> None:
