@@ -1,1 +1,2 @@
-"""Tools for researchers: seeded order flows (more to come: recorders, replays, simulation)."""
+"""Tools for researchers: seeded order flows (`flow`), journals replayed into numpy arrays
+(`arrays`), market data recorded as Parquet (`recorder`) and queried with DuckDB (`queries`)."""
