@@ -50,6 +50,28 @@ class ProjectionLog(Protocol):
         ...
 
 
+class EventRecorder(Protocol):
+    """Something else the shard's events are written to, in order, by the reader: the
+    market-data recorder (`cluster.research.recorder.MarketDataRecorder`)."""
+
+    @property
+    def position(self) -> int:
+        """The last event it holds durably; after a restart it is fed from the next one."""
+        ...
+
+    def record(self, events: Sequence[Event]) -> None:
+        """Take the next events (seq order; ones at or before what it took are ignored)."""
+        ...
+
+    def maybe_flush(self) -> bool:
+        """Write what it holds if that is due; return whether it wrote."""
+        ...
+
+    def close(self) -> None:
+        """Write what it holds and release its files."""
+        ...
+
+
 class ProjectionGapError(RuntimeError):
     """A projection missed events and the journal cannot supply them."""
 
@@ -83,7 +105,14 @@ class Projection:
         *,
         log_factory: Callable[[], ProjectionLog] | None = None,
         snapshot_every_events: int = 200_000,
+        recorder_factory: Callable[[], EventRecorder] | None = None,
     ) -> None:
+        """Recover the read model (snapshot, then the journal), then the recorder if given.
+
+        A recorder is fed every event the model folds, after it; a failing recorder is
+        closed, logged and opened again at most every `RECORDER_RETRY_S` (catching up from
+        the journal), never failing the read model or its queries.
+        """
         tune_gc()
         self.shard_id = shard_id
         self.instruments = list(instruments)
@@ -93,12 +122,82 @@ class Projection:
         self.snapshot_every_events = snapshot_every_events
         self.gaps_repaired = 0
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
+        self.recorder_factory: Callable[[], EventRecorder] | None = None  # during recovery
+        self.recorder: EventRecorder | None = None
+        self.recorder_failures = 0
+        self._recorder_retry_at = 0.0
         self._recover()
         self._last_snapshot_seq = self.next_seq
+        self.recorder_factory = recorder_factory
+        if recorder_factory is not None:
+            self._open_recorder(self.next_seq - 1)
 
     def fold(self, events: Sequence[Event]) -> None:
-        """Apply events (in order, none seen before) to the read model."""
+        """Apply events (in order, none seen before) to the read model, then record them."""
         self.model.observe(events, 0)
+        if self.recorder_factory is not None and events:
+            self._record(events)
+
+    # ---------------------------------------------------------------- the recorder
+
+    RECORDER_RETRY_S = 30.0
+    """How long a failed recorder stays closed before the reader opens it again."""
+
+    def _open_recorder(self, to_seq: int) -> None:
+        """Open the recorder and feed it the journal's events after its position up to
+        ``to_seq`` (what this model folded before it could)."""
+        assert self.recorder_factory is not None
+        try:
+            recorder = self.recorder_factory()
+            if recorder.position < to_seq:
+                if self.log is None:
+                    raise ProjectionGapError(
+                        f"shard {self.shard_id} recorder is at event {recorder.position} and "
+                        f"there is no journal to catch up to {to_seq} from")
+                started = time.perf_counter()
+                for events in self.log.events(recorder.position + 1, to_seq):
+                    recorder.record(events)
+                log.info("shard %d recorder caught up from event %d to %d in %.3f s",
+                         self.shard_id, recorder.position, to_seq,
+                         time.perf_counter() - started)
+            self.recorder = recorder
+        except Exception:
+            self._recorder_failed("opening")
+
+    def _record(self, events: Sequence[Event]) -> None:
+        if self.recorder is None:
+            if time.monotonic() < self._recorder_retry_at:
+                return
+            self._open_recorder(events[0].seq - 1)
+            if self.recorder is None:
+                return
+        try:
+            self.recorder.record(events)
+        except Exception:
+            self._recorder_failed(f"recording events {events[0].seq}..{events[-1].seq}")
+
+    def _recorder_failed(self, doing: str) -> None:
+        self.recorder_failures += 1
+        self._recorder_retry_at = time.monotonic() + self.RECORDER_RETRY_S
+        log.exception("shard %d %s: the market-data recorder failed %s; it is closed and "
+                      "opened again (catching up from the journal) in %.0f s", self.shard_id,
+                      self.name, doing, self.RECORDER_RETRY_S)
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            try:
+                recorder.close()
+            except Exception:
+                log.warning("shard %d: closing the failed recorder failed too", self.shard_id,
+                            exc_info=True)
+
+    def flush_recorder(self) -> None:
+        """Write what the recorder holds if its time is due (called with each health check,
+        so an idle shard's last events reach the files too)."""
+        if self.recorder is not None:
+            try:
+                self.recorder.maybe_flush()
+            except Exception:
+                self._recorder_failed("flushing")
 
     def encode_state(self) -> bytes:
         return msgspec.msgpack.encode(self.model.state())
@@ -187,6 +286,7 @@ class Projection:
 
     def ping(self) -> tuple[str, int]:
         """Answer a health check: this process's incarnation and its offset."""
+        self.flush_recorder()
         return self.incarnation, self.next_seq
 
     def pid(self) -> int:

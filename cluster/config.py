@@ -196,8 +196,18 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Restart intensity of every supervisor: more failures than this in the window escalate."""
     placement: Placement = Placement()
     """Which nodes run books, readers and gateways (see `Placement`)."""
+    record_market_data: bool = False
+    """Each shard's reader also records trades, top of book and L2 deltas as Parquet files
+    under ``<data_dir>/market-data`` (`cluster.research.recorder`; query with `raytrade
+    query`). Off the command path, but the reader's CPU per event about doubles."""
+    market_data_flush_s: float = 5.0
+    """The recorder writes what it holds at least this often while events arrive (and at the
+    reader's next health check when they stop)."""
 
     def __post_init__(self) -> None:
+        if self.market_data_flush_s < 0:
+            raise ConfigError(f"market_data_flush_s must not be negative, not "
+                              f"{self.market_data_flush_s}")
         if self.shards < 1:
             raise ConfigError(f"shards must be at least 1, not {self.shards}")
 

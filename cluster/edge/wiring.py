@@ -109,10 +109,19 @@ class ShardStarter:
         projection_log = ProjectionStorageFactory(
             directory, shard, self.instruments, config.client_order_id_window
         )
+        recorder = None
+        if config.record_market_data:
+            # imported here: pyarrow is loaded only by the readers that record
+            from cluster.research.recorder import MARKET_DATA_FOLDER, RecorderFactory
+
+            recorder = RecorderFactory(Path(config.data_dir).resolve() / MARKET_DATA_FOLDER,
+                                       shard, self.instruments,
+                                       max_age_s=config.market_data_flush_s)
         handles.spawn(ShardReader, reader_name(shard), namespace, shard, self.instruments,
                       num_cpus=config.projection_num_cpus,
                       placement=placement_of(config, "reader"), log_factory=projection_log,
-                      snapshot_every_events=config.snapshot_every_events)
+                      snapshot_every_events=config.snapshot_every_events,
+                      recorder_factory=recorder)
         readers = {"reader": ReaderHandle(shard, namespace)}
         handles.spawn(
             BookActor, book_name(shard), namespace, shard, self.instruments,

@@ -848,6 +848,26 @@ _TABLE_BUILDERS: Final[Mapping[str, Callable[[list[tuple[object, ...]]], pa.Tabl
 # ------------------------------------------------------------------------------ offline
 
 
+MARKET_DATA_FOLDER: Final = "market-data"
+"""Where a cluster's readers record, inside its data dir (``record_market_data``)."""
+
+
+class RecorderFactory:
+    """Open a shard's `MarketDataRecorder` in the reader's own process (picklable: the
+    wiring hands it to the reader actor, which opens it again after each restart)."""
+
+    def __init__(self, directory: str | os.PathLike[str], shard_id: int,
+                 instruments: Sequence[Instrument], *, max_age_s: float = 5.0) -> None:
+        self.directory = str(directory)
+        self.shard_id = shard_id
+        self.instruments = list(instruments)
+        self.max_age_s = max_age_s
+
+    def __call__(self) -> MarketDataRecorder:
+        return MarketDataRecorder(self.directory, self.shard_id, self.instruments,
+                                  max_age_s=self.max_age_s)
+
+
 def _journal_end(journal: Path) -> int:
     """Return the last event of a journal (0 if empty), reading only its last segments."""
     for segment in reversed(list_segments(journal) if journal.is_dir() else []):
