@@ -17,8 +17,13 @@ Numbers are integers, never floats:
 Business outcomes are events, not exceptions: an order that cannot be accepted produces an
 `OrderRejected` with a `RejectCode` and a text a trader understands.
 
+Every command carries its audit origin (``origin``: principal, gateway and peer, see
+`format_origin`) beside its ingress time, so the journal says who asked for what, when and
+through what (`cluster.research.audit` reads an order's life back from it).
+
 Wire compatibility: structs are encoded as arrays (``array_like``), so field order is part of
-the format. Add new fields only at the end, with a default.
+the format. Add new fields only at the end, with a default: a journal written before the field
+existed still decodes (msgspec fills a missing trailing field with its default).
 """
 
 from __future__ import annotations
@@ -184,6 +189,10 @@ class NewOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like=T
     self_trade_prevention: SelfTradePrevention = SelfTradePrevention.NONE
     ts_ns: int = 0
     """Ingress timestamp taken by the gateway, nanoseconds since the epoch."""
+    origin: str = ""
+    """Who sent the command and through what, for the audit trail: ``principal|gateway|peer``
+    (`format_origin`, `parse_origin`); empty when unknown (a command journaled before
+    issue 12, or built in-process without one)."""
 
 
 class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like=True, gc=False):
@@ -196,6 +205,8 @@ class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_lik
     order_id: int
     """The order to cancel, as assigned by the shard."""
     ts_ns: int = 0
+    origin: str = ""
+    """Who sent it and through what (see `NewOrder.origin`)."""
 
 
 class ReplaceOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like=True, gc=False):
@@ -216,6 +227,8 @@ class ReplaceOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_li
     quantity: int
     """New *open* (remaining) quantity, not the original total."""
     ts_ns: int = 0
+    origin: str = ""
+    """Who sent it and through what (see `NewOrder.origin`)."""
 
 
 class MassCancel(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like=True, gc=False):
@@ -227,6 +240,8 @@ class MassCancel(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like
     symbol: str = ""
     """Only this symbol; empty for every symbol of the shard."""
     ts_ns: int = 0
+    origin: str = ""
+    """Who sent it and through what (see `NewOrder.origin`)."""
 
 
 class RiskLimitsConfig(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -259,6 +274,8 @@ class SetRiskLimits(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_l
     """Empty for the account-wide limits; a symbol for an override."""
     client_order_id: str = ""
     ts_ns: int = 0
+    origin: str = ""
+    """Who sent it and through what (see `NewOrder.origin`)."""
 
 
 class SetKillSwitch(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like=True, gc=False):
@@ -268,6 +285,8 @@ class SetKillSwitch(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_l
     engaged: bool
     client_order_id: str = ""
     ts_ns: int = 0
+    origin: str = ""
+    """Who sent it and through what (see `NewOrder.origin`)."""
 
 
 class SetSymbolHalt(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_like=True, gc=False):
@@ -278,6 +297,8 @@ class SetSymbolHalt(msgspec.Struct, frozen=True, kw_only=True, tag=True, array_l
     account: str = ""
     client_order_id: str = ""
     ts_ns: int = 0
+    origin: str = ""
+    """Who sent it and through what (see `NewOrder.origin`)."""
 
 
 Command: TypeAlias = (
@@ -286,6 +307,57 @@ Command: TypeAlias = (
 )
 """Everything a shard's journal records. Admin commands are journaled like orders, so a
 replay decides exactly as the live run did."""
+
+
+# --------------------------------------------------------------------------------------------
+# Audit origin: who sent a command, through which gateway, from where (issue 12).
+#
+# Each command carries it as one compact string, ``principal|gateway|peer``, because the
+# order path is decoded in the shard at ~1M commands/s: measured on 100k NewOrders (2 cores),
+# a string adds ~37 bytes and ~80 ns of decoding per command, a nested ``Audit`` struct the
+# same bytes and ~280 ns. The parts are escaped (``%`` -> ``%25``, ``|`` -> ``%7C``), so a
+# token name or peer holding a ``|`` still parses back exactly.
+
+
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """A command's audit origin, parsed (`parse_origin`)."""
+
+    principal: str = ""
+    """The name of the bearer token's entry that sent it (``"driver"`` for the Python
+    driver); empty if unknown."""
+    gateway: str = ""
+    """The name of the gateway it came through; empty if it came through none."""
+    peer: str = ""
+    """The client's address as gRPC reports it (``ipv4:127.0.0.1:53412``), or the driver's
+    host and process."""
+
+
+def _escape(part: str) -> str:
+    if "%" in part or "|" in part:
+        return part.replace("%", "%25").replace("|", "%7C")
+    return part
+
+
+def _unescape(part: str) -> str:
+    if "%" in part:
+        return part.replace("%7C", "|").replace("%25", "%")
+    return part
+
+
+def format_origin(principal: str, gateway: str, peer: str) -> str:
+    """Return the ``origin`` string of a command sent by ``principal`` through ``gateway``
+    from ``peer``."""
+    return f"{_escape(principal)}|{_escape(gateway)}|{_escape(peer)}"
+
+
+def parse_origin(origin: str) -> Origin:
+    """Return the parts of a command's ``origin``; an empty origin gives empty parts, and a
+    string that is not three parts is taken as the principal alone."""
+    parts = origin.split("|")
+    if len(parts) != 3:
+        return Origin(principal=_unescape(origin))
+    return Origin(principal=_unescape(parts[0]), gateway=_unescape(parts[1]),
+                  peer=_unescape(parts[2]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -248,8 +248,11 @@ class RequestValidator:
         default_account: str | None,
         ts_ns: int,
         prefix: str = "",
+        *,
+        origin: str = "",
     ) -> NewOrder:
-        """Validate a new order and return it as a command stamped with ``ts_ns``."""
+        """Validate a new order and return it as a command stamped with ``ts_ns`` and the
+        audit ``origin`` (`protocols.messages.format_origin`)."""
         spec = self.specs.get(request.symbol)
         if spec is None:
             spec = self.spec(f"{prefix}symbol", request.symbol)
@@ -325,6 +328,7 @@ class RequestValidator:
             post_only=post_only,
             self_trade_prevention=stp,
             ts_ns=ts_ns,
+            origin=origin,
         )
 
     def new_orders(
@@ -333,8 +337,12 @@ class RequestValidator:
         default_account: str | None,
         ts_ns: int,
         max_orders: int,
+        *,
+        origin: str = "",
     ) -> OrderBatch:
         """Validate a batch whole; return it ready to send, or raise for the first bad field.
+
+        Every order is stamped with ``ts_ns`` and the audit ``origin`` of the call.
 
         The common order (a GTC or IOC limit order with plain fields) is checked inline; any
         other goes through `new_order`, so both paths accept exactly the same orders.
@@ -377,9 +385,10 @@ class RequestValidator:
                 and not request.price_decimal
             ):
                 rows.append((tag, account, client_order_id, symbol, side, quantity, price,
-                             1, tif or 1, False, 0, ts_ns))
+                             1, tif or 1, False, 0, ts_ns, origin))
             else:
-                order = self.new_order(request, default_account, ts_ns, f"orders[{index}].")
+                order = self.new_order(request, default_account, ts_ns, f"orders[{index}].",
+                                       origin=origin)
                 rows.append(new_order_row(order))
                 account = order.account
                 spec = specs[order.symbol]
@@ -389,7 +398,8 @@ class RequestValidator:
         return OrderBatch(rows=rows, accounts=accounts, symbols=symbols, shards=shards)
 
     def cancel(
-        self, request: pb.CancelOrderRequest, default_account: str | None, ts_ns: int
+        self, request: pb.CancelOrderRequest, default_account: str | None, ts_ns: int,
+        *, origin: str = "",
     ) -> CancelOrder:
         """Validate a cancel request."""
         account = self._account("account", request.account, default_account)
@@ -397,10 +407,11 @@ class RequestValidator:
         symbol = self.symbol("symbol", request.symbol)
         order_id = self._order_id("order_id", request.order_id)
         return CancelOrder(account=account, client_order_id=request.client_order_id,
-                           symbol=symbol, order_id=order_id, ts_ns=ts_ns)
+                           symbol=symbol, order_id=order_id, ts_ns=ts_ns, origin=origin)
 
     def replace(
-        self, request: pb.ReplaceOrderRequest, default_account: str | None, ts_ns: int
+        self, request: pb.ReplaceOrderRequest, default_account: str | None, ts_ns: int,
+        *, origin: str = "",
     ) -> ReplaceOrder:
         """Validate a replace request."""
         account = self._account("account", request.account, default_account)
@@ -411,33 +422,37 @@ class RequestValidator:
         quantity = self._quantity("quantity", request.quantity, spec)
         return ReplaceOrder(account=account, client_order_id=request.client_order_id,
                             symbol=request.symbol, order_id=order_id, price=price,
-                            quantity=quantity, ts_ns=ts_ns)
+                            quantity=quantity, ts_ns=ts_ns, origin=origin)
 
     def mass_cancel(
-        self, request: pb.MassCancelRequest, default_account: str | None, ts_ns: int
+        self, request: pb.MassCancelRequest, default_account: str | None, ts_ns: int,
+        *, origin: str = "",
     ) -> MassCancel:
         """Validate a mass cancel (every symbol when ``symbol`` is empty)."""
         account = self._account("account", request.account, default_account)
         check_id("client_order_id", request.client_order_id)
         symbol = self.symbol("symbol", request.symbol, required=False)
         return MassCancel(account=account, client_order_id=request.client_order_id,
-                          symbol=symbol, ts_ns=ts_ns)
+                          symbol=symbol, ts_ns=ts_ns, origin=origin)
 
-    def halt(self, request: pb.HaltSymbolRequest, request_id: str, ts_ns: int) -> SetSymbolHalt:
+    def halt(self, request: pb.HaltSymbolRequest, request_id: str, ts_ns: int,
+             *, origin: str = "") -> SetSymbolHalt:
         """Validate a halt or resume of a symbol."""
         symbol = self.symbol("symbol", request.symbol)
         return SetSymbolHalt(symbol=symbol, halted=request.halted,
-                             client_order_id=request_id, ts_ns=ts_ns)
+                             client_order_id=request_id, ts_ns=ts_ns, origin=origin)
 
     @staticmethod
-    def kill_switch(request: pb.SetKillSwitchRequest, request_id: str, ts_ns: int) -> SetKillSwitch:
+    def kill_switch(request: pb.SetKillSwitchRequest, request_id: str, ts_ns: int,
+                    *, origin: str = "") -> SetKillSwitch:
         """Validate a kill switch change."""
         account = check_id("account", request.account)
         return SetKillSwitch(account=account, engaged=request.engaged,
-                             client_order_id=request_id, ts_ns=ts_ns)
+                             client_order_id=request_id, ts_ns=ts_ns, origin=origin)
 
     def risk_limits(
-        self, request: pb.SetRiskLimitsRequest, request_id: str, ts_ns: int
+        self, request: pb.SetRiskLimitsRequest, request_id: str, ts_ns: int,
+        *, origin: str = "",
     ) -> SetRiskLimits:
         """Validate new risk limits: each set limit must be 1 to 2**63 - 1."""
         account = request.account
@@ -456,7 +471,7 @@ class RequestValidator:
             else:
                 values[name] = None
         return SetRiskLimits(account=account, limits=RiskLimitsConfig(**values), symbol=symbol,
-                             client_order_id=request_id, ts_ns=ts_ns)
+                             client_order_id=request_id, ts_ns=ts_ns, origin=origin)
 
     @staticmethod
     def _order_id(field: str, order_id: int) -> int:

@@ -224,7 +224,7 @@ class BookState(msgspec.Struct, frozen=True, kw_only=True):
 
 _NEW_ORDER_FIELDS: Final = (
     "account", "client_order_id", "symbol", "side", "quantity", "price", "order_type",
-    "time_in_force", "post_only", "self_trade_prevention", "ts_ns",
+    "time_in_force", "post_only", "self_trade_prevention", "ts_ns", "origin",
 )
 if NewOrder.__struct_fields__ != _NEW_ORDER_FIELDS:  # OrderBook.submit unpacks them in order
     raise ImportError(f"NewOrder's fields changed: {NewOrder.__struct_fields__}; update submit")
@@ -329,10 +329,11 @@ class OrderBook:
 
         An accepted order takes the next id from ``order_ids``.
         """
-        # every field in one C call: 3x cheaper than eleven attribute reads compiled
+        # every field in one C call: 3x cheaper than an attribute read each, compiled (the
+        # audit origin is the journal's, not the book's)
         (
             account, client_order_id, _, side, quantity, price, order_type, tif, post_only,
-            stp, ts_ns,
+            stp, ts_ns, _,
         ) = _fields(order)
         # Fast path: a well-formed GTC or IOC limit order that is not post-only. Identity
         # tests are exact for decoded messages; anything else takes the general path.

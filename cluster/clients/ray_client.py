@@ -8,11 +8,14 @@ Account-wide commands (a kill switch, a mass cancel or limits without a symbol) 
 shard.
 
 Commands without an ingress timestamp (``ts_ns == 0``) are stamped with the current time, as
-a gateway would.
+a gateway would, and (unless they carry one) with the driver's audit origin: principal
+``"driver"``, no gateway, and this host and process as the peer.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,8 +44,12 @@ from protocols.messages import (
     TimeInForce,
     decode_events,
     encode,
+    format_origin,
 )
 from protocols.rows import OrderRow, ShardStatusRow
+
+DRIVER_PRINCIPAL = "driver"
+"""The principal of the commands a driver's `Client` stamps."""
 
 
 class PendingSubmit:
@@ -79,6 +86,8 @@ class Client:
         self.symbols = {instrument.symbol for instrument in cluster.topology.instruments}
         self._books = [cluster.book(shard) for shard in range(cluster.shards)]
         self._readers = [cluster.reader(shard) for shard in range(cluster.shards)]
+        self.origin = format_origin(DRIVER_PRINCIPAL, "", f"{socket.gethostname()}:{os.getpid()}")
+        """The audit origin of commands this client stamps (see the module docstring)."""
 
     def book(self, shard: int) -> BookHandle:
         """Return the shard's book actor handle (it looks the actor up again after a failure)."""
@@ -98,7 +107,8 @@ class Client:
         for command in commands:
             if not command.ts_ns:
                 now = now or time.time_ns()
-                command = msgspec.structs.replace(command, ts_ns=now)
+                command = msgspec.structs.replace(command, ts_ns=now,
+                                                  origin=command.origin or self.origin)
             symbol = getattr(command, "symbol", "")
             if symbol and symbol in self.symbols:
                 parts.setdefault(shard_of(symbol), []).append(command)

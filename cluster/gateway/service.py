@@ -15,7 +15,16 @@ decoder that cannot raise (`request_decoder`): it hands the method an `Undecodab
 and the guard answers that with INVALID_ARGUMENT and a fixed message. gRPC has already
 refused a body over ``max_message_bytes`` (RESOURCE_EXHAUSTED) before anything decodes it.
 
-Ingress timestamps (``ts_ns``) and request ids come from the core's injected clock.
+Ingress timestamps (``ts_ns``) and request ids come from the core's injected clock. Every
+command is stamped with its audit origin (`protocols.messages.format_origin`): the token's name,
+this gateway's name and the client's address as gRPC reports it (``context.peer()``), so the
+journal records who sent what, through what.
+
+Logs (`cluster.logs`): every refused request (``request_refused``: method, status, error class,
+peer), every shard reject of a request sent here (``order_rejected``: account, client order
+id, order id, shard, seq, code; only scanned for when INFO is on, so the order path pays
+nothing otherwise) and every admin action (``admin_action``, at WARNING: who, what, and each
+shard's seq) are one line each with structured fields. A normal order logs nothing.
 """
 
 from __future__ import annotations
@@ -23,10 +32,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
 
 import grpc
+import msgspec
 from google.protobuf import message_factory
 
 from cluster.gateway.auth import Principal, TokenRegistry
@@ -34,6 +44,7 @@ from cluster.gateway.config import GatewayConfig
 from cluster.gateway.core import GatewayCore
 from cluster.gateway.shards import supervisor_statuses
 from cluster.gateway.streams import StreamSettings, follow_executions, follow_market_data
+from cluster.logs import log_event
 from protocols.convert import Converter, check_id, check_seq
 from protocols.errors import (
     ERROR_KIND_KEY,
@@ -45,7 +56,19 @@ from protocols.errors import (
 )
 from protocols.generated import trading_pb2 as pb
 from protocols.generated import trading_pb2_grpc as pb_grpc
-from protocols.messages import Command
+from protocols.messages import (
+    Command,
+    Event,
+    KillSwitchSet,
+    OrderCancelled,
+    OrderRejected,
+    RiskLimitsSet,
+    SetKillSwitch,
+    SetRiskLimits,
+    SetSymbolHalt,
+    SymbolHaltSet,
+    format_origin,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +77,9 @@ Response = TypeVar("Response")
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
-def _refuse(context: Context, error: BaseException) -> None:
-    """Set the call's status from the error's own, or INTERNAL (details only in the log).
+def _refuse(context: Context, error: BaseException, rpc: str = "") -> None:
+    """Set the call's status from the error's own, or INTERNAL (details only in the log);
+    log the refusal (``request_refused``) with the method ``rpc``.
 
     The status is set, not raised with ``context.abort``: grpc.aio keeps an abort's exception
     on the call's state, whose traceback holds the handler's frames and so the request, in a
@@ -66,9 +90,11 @@ def _refuse(context: Context, error: BaseException) -> None:
     """
     if not isinstance(error, RaytradeError) or error.status == "INTERNAL":
         incident = uuid.uuid4().hex[:12]
-        log.error("internal error %s", incident, exc_info=error)
         context.set_code(grpc.StatusCode.INTERNAL)
         context.set_details(f"internal error (logged as {incident})")
+        log.error("internal error %s", incident, exc_info=error,
+                  extra={"fields": {"event": "internal_error", "incident": incident,
+                                    "rpc": rpc, "peer": context.peer()}})
         return
     # the exact class travels too, so a client can catch `SymbolHaltedError`, not only its
     # status's `NotTradableError` (protocols.errors.from_status)
@@ -78,6 +104,10 @@ def _refuse(context: Context, error: BaseException) -> None:
     context.set_trailing_metadata(tuple(trailing))
     context.set_code(grpc.StatusCode[error.status])
     context.set_details(error.details)
+    if log.isEnabledFor(logging.INFO):
+        log_event(log, logging.INFO, "request_refused", "refused %s: %s %s",
+                  rpc or "a request", error.status, error.details, rpc=rpc,
+                  status=error.status, error=type(error).__name__, peer=context.peer())
 
 
 class Undecodable:
@@ -148,7 +178,7 @@ def _unary(
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # each maps to a precise status
-            _refuse(context, error)
+            _refuse(context, error, method.__name__)
         return None  # with a non-OK status set, gRPC sends no response message
 
     guarded.__name__ = method.__name__
@@ -167,7 +197,7 @@ def _streaming(
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # each maps to a precise status
-            _refuse(context, error)
+            _refuse(context, error, method.__name__)
 
     guarded.__name__ = method.__name__
     guarded.__doc__ = method.__doc__
@@ -189,6 +219,29 @@ class _Base:
 
     def _principal(self, context: Context) -> Principal:
         return self.tokens.authenticate(context.invocation_metadata())
+
+    def _origin(self, principal: Principal, context: Context) -> str:
+        """Return the audit origin of a call: the token's name, this gateway, the client."""
+        return format_origin(principal.name, self.core.name, context.peer())
+
+    @staticmethod
+    def _log_rejects(results: Iterable[tuple[int, Sequence[Event]]], origin: str) -> None:
+        """Log each shard reject among ``results`` (only when INFO is on: no scan otherwise)."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        for shard, events in results:
+            for event in events:
+                if type(event) is OrderRejected:
+                    log_event(
+                        log, logging.INFO, "order_rejected",
+                        "shard %d rejected %s %r of account %s: %s (%s)", shard,
+                        event.request.name, event.client_order_id, event.account,
+                        event.code.name, event.text,
+                        account=event.account, client_order_id=event.client_order_id,
+                        order_id=event.order_id, symbol=event.symbol, shard=shard,
+                        seq=event.seq, code=event.code, request=event.request,
+                        origin=origin,
+                    )
 
     def _account(self, principal: Principal, account: str) -> str:
         """Return the request's account (the token's only one if empty), checked."""
@@ -222,11 +275,14 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.NewOrderRequest, context: Context
     ) -> pb.SubmitOrderResponse:
         principal = self._principal(context)
-        command = self.converter.new_order(request, principal.only_account, self._now_ns())
+        origin = self._origin(principal, context)
+        command = self.converter.new_order(request, principal.only_account, self._now_ns(),
+                                           origin=origin)
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         self.core.check_tradable(command)
         shard, events = await self.core.route_to_shard(command)
+        self._log_rejects(((shard, events),), origin)
         return pb.SubmitOrderResponse(
             reports=self.converter.reports(events, shard, (command.account,))
         )
@@ -236,8 +292,10 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.SubmitOrdersRequest, context: Context
     ) -> pb.SubmitOrdersResponse:
         principal = self._principal(context)
+        origin = self._origin(principal, context)
         batch = self.converter.new_orders(
-            request.orders, principal.only_account, self._now_ns(), self.config.max_batch_orders
+            request.orders, principal.only_account, self._now_ns(), self.config.max_batch_orders,
+            origin=origin,
         )
         per_account = Counter(batch.accounts)
         principal.check_accounts(per_account)
@@ -245,6 +303,7 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
             self.core.take_rate(account, count)
         self.core.check_batch_tradable(batch.accounts, batch.symbols, batch.shards)
         results = await self.core.route_many(batch.rows, batch.shards)
+        self._log_rejects(results, origin)
         return self.converter.submit_orders_response([events for _, events in results])
 
     @_unary
@@ -252,11 +311,14 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.CancelOrderRequest, context: Context
     ) -> pb.CancelOrderResponse:
         principal = self._principal(context)
-        command = self.converter.cancel(request, principal.only_account, self._now_ns())
+        origin = self._origin(principal, context)
+        command = self.converter.cancel(request, principal.only_account, self._now_ns(),
+                                        origin=origin)
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         self.core.check_order_shard(command.symbol, command.order_id)
         shard, events = await self.core.route_to_shard(command)
+        self._log_rejects(((shard, events),), origin)
         return pb.CancelOrderResponse(
             reports=self.converter.reports(events, shard, (command.account,))
         )
@@ -266,12 +328,15 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.ReplaceOrderRequest, context: Context
     ) -> pb.ReplaceOrderResponse:
         principal = self._principal(context)
-        command = self.converter.replace(request, principal.only_account, self._now_ns())
+        origin = self._origin(principal, context)
+        command = self.converter.replace(request, principal.only_account, self._now_ns(),
+                                         origin=origin)
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         self.core.check_order_shard(command.symbol, command.order_id)
         self.core.check_tradable(command)
         shard, events = await self.core.route_to_shard(command)
+        self._log_rejects(((shard, events),), origin)
         return pb.ReplaceOrderResponse(
             reports=self.converter.reports(events, shard, (command.account,))
         )
@@ -281,10 +346,13 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         self, request: pb.MassCancelRequest, context: Context
     ) -> pb.MassCancelResponse:
         principal = self._principal(context)
-        command = self.converter.mass_cancel(request, principal.only_account, self._now_ns())
+        origin = self._origin(principal, context)
+        command = self.converter.mass_cancel(request, principal.only_account, self._now_ns(),
+                                             origin=origin)
         principal.check_account(command.account)
         self.core.take_rate(command.account)
         results = await self.core.route(command)
+        self._log_rejects(results, origin)
         reports = []
         for shard, events in results:
             reports.extend(self.converter.reports(events, shard, (command.account,)))
@@ -396,23 +464,30 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
         finally:
             self._close_stream(principal)
             if request.cancel_on_disconnect and accounts:
-                self.core.spawn(self._cancel_on_disconnect(sorted(accounts)))
+                self.core.spawn(self._cancel_on_disconnect(
+                    sorted(accounts), self._origin(principal, context)))
 
-    async def _cancel_on_disconnect(self, accounts: list[str]) -> None:
+    async def _cancel_on_disconnect(self, accounts: list[str], origin: str) -> None:
         for account in accounts:
             request = pb.MassCancelRequest(
                 account=account, client_order_id=f"disconnect-{self._now_ns()}"
             )
-            command = self.converter.mass_cancel(request, None, self._now_ns())
+            command = self.converter.mass_cancel(request, None, self._now_ns(), origin=origin)
             try:
                 results = await self.core.route(command)
                 cancelled = sum(
-                    len(self.converter.reports(events, shard, (account,)))
-                    for shard, events in results
+                    1 for _, events in results for event in events
+                    if type(event) is OrderCancelled
                 )
-                log.info("cancel on disconnect: account %s, %d reports", account, cancelled)
+                log_event(log, logging.INFO, "cancel_on_disconnect",
+                          "cancel on disconnect: account %s, %d orders cancelled", account,
+                          cancelled, account=account, cancelled=cancelled,
+                          request_id=command.client_order_id, origin=origin,
+                          shards=[shard for shard, _ in results])
             except Exception:
-                log.exception("cancel on disconnect failed for account %s", account)
+                log.exception("cancel on disconnect failed for account %s", account,
+                              extra={"fields": {"event": "cancel_on_disconnect_failed",
+                                                "account": account, "origin": origin}})
 
     @_streaming
     async def StreamMarketData(  # noqa: N802
@@ -457,14 +532,17 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
         return f"admin-{principal.name}-{self._now_ns()}"[:64]
 
     async def _admin_command(
-        self, context: Context, build: Callable[[str, int], Command]
+        self, context: Context, build: Callable[[str, int, str], Command]
     ) -> pb.AdminResponse:
-        """Check the admin role, build the command (request id, ingress ts_ns), route it."""
+        """Check the admin role, build the command (request id, ingress ts_ns, origin), route
+        it, log what it did."""
         principal = self._admin(context)
-        command = build(self._request_id(principal), self._now_ns())
+        origin = self._origin(principal, context)
+        command = build(self._request_id(principal), self._now_ns(), origin)
+        results = await self.core.route(command)
+        _log_admin(command, principal.name, origin, results)
         return self.converter.admin_response(
-            (shard, event) for shard, events in await self.core.route(command)
-            for event in events
+            (shard, event) for shard, events in results for event in events
         )
 
     @_unary
@@ -472,7 +550,8 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
         self, request: pb.HaltSymbolRequest, context: Context
     ) -> pb.AdminResponse:
         return await self._admin_command(
-            context, lambda request_id, ts_ns: self.converter.halt(request, request_id, ts_ns)
+            context, lambda request_id, ts_ns, origin: self.converter.halt(
+                request, request_id, ts_ns, origin=origin)
         )
 
     @_unary
@@ -480,8 +559,8 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
         self, request: pb.SetKillSwitchRequest, context: Context
     ) -> pb.AdminResponse:
         return await self._admin_command(
-            context,
-            lambda request_id, ts_ns: self.converter.kill_switch(request, request_id, ts_ns),
+            context, lambda request_id, ts_ns, origin: self.converter.kill_switch(
+                request, request_id, ts_ns, origin=origin)
         )
 
     @_unary
@@ -489,8 +568,8 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
         self, request: pb.SetRiskLimitsRequest, context: Context
     ) -> pb.AdminResponse:
         return await self._admin_command(
-            context,
-            lambda request_id, ts_ns: self.converter.risk_limits(request, request_id, ts_ns),
+            context, lambda request_id, ts_ns, origin: self.converter.risk_limits(
+                request, request_id, ts_ns, origin=origin)
         )
 
     @_unary
@@ -501,3 +580,55 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
         shards = await self.core.shard_statuses()
         supervisors = await supervisor_statuses(self.core.namespace, self.supervisors())
         return self.converter.status(self.core.name, shards, supervisors)
+
+
+_ADMIN_EVENTS: Final = (SymbolHaltSet, KillSwitchSet, RiskLimitsSet)
+
+
+def _log_admin(
+    command: Command, principal: str, origin: str, results: Sequence[tuple[int, Sequence[Event]]]
+) -> None:
+    """Log an admin action (rare, and each one changes what may trade): who asked for what,
+    and per shard the seq of the change, or the reject, and the orders it cancelled."""
+    applied: dict[int, int] = {}
+    rejected: dict[int, str] = {}
+    cancelled = 0
+    for shard, events in results:
+        for event in events:
+            if isinstance(event, _ADMIN_EVENTS):
+                applied[shard] = event.seq
+            elif type(event) is OrderRejected:
+                rejected[shard] = f"{event.code.name}: {event.text}"
+            elif type(event) is OrderCancelled:
+                cancelled += 1
+    fields: dict[str, Any] = {
+        "principal": principal, "origin": origin, "request_id": command.client_order_id,
+        "ts_ns": command.ts_ns, "shards": sorted(applied), "seq": applied,
+        "cancelled": cancelled,
+    }
+    if isinstance(command, SetSymbolHalt):
+        action = "halt" if command.halted else "resume"
+        fields.update(action=action, symbol=command.symbol)
+        what = f"{action} {command.symbol}"
+    elif isinstance(command, SetKillSwitch):
+        action = "kill_switch_engaged" if command.engaged else "kill_switch_released"
+        fields.update(action=action, account=command.account)
+        what = f"kill switch {'engaged' if command.engaged else 'released'} for {command.account}"
+    elif isinstance(command, SetRiskLimits):
+        action = "risk_limits"
+        limits = {name: value for name, value in msgspec.structs.asdict(command.limits).items()
+                  if value is not None}
+        fields.update(action=action, account=command.account, symbol=command.symbol,
+                      limits=limits)
+        what = f"risk limits of {command.account}"
+        if command.symbol:
+            what += f" in {command.symbol}"
+    else:
+        action = type(command).__name__
+        fields.update(action=action)
+        what = action
+    if rejected:
+        fields["rejected"] = rejected
+    log_event(log, logging.WARNING, "admin_action", "admin %s by %s: %s (%d shards applied, "
+              "%d rejected, %d orders cancelled)", action, principal, what, len(applied),
+              len(rejected), cancelled, **fields)
