@@ -40,14 +40,20 @@ from actors.core.shard import (
     shard_state,
     state_hashes,
 )
+from actors.metering import Meter, MetricsExporter
 from actors.tuning import tune_gc
 from protocols.journal_format import CommandBatch
 from protocols.messages import (
     Command,
     Event,
     Instrument,
+    OrderAccepted,
+    OrderRejected,
+    OrderReplaced,
+    RequestKind,
     RiskLimitsConfig,
     SetRiskLimits,
+    Trade,
     decode_commands,
     encode,
 )
@@ -88,6 +94,80 @@ class ShardLog(Protocol):
         ...
 
 
+_REQUEST_NAMES: dict[int, str] = {kind: kind.name for kind in RequestKind}
+
+
+class BatchMeter:
+    """What a shard's batches did, in `protocols.metrics` terms: a few dictionary updates
+    per batch (one pass over its events for trades and rejects), flushed by the `Meter`."""
+
+    def __init__(self, shard_id: int, meter: Meter) -> None:
+        self.shard = str(shard_id)
+        self.meter = meter
+        self._reject_labels: dict[tuple[int, int], tuple[str, ...]] = {}
+
+    def recovered(self, seconds: float, replayed: int) -> None:
+        """Record how the actor's start went."""
+        labels = (self.shard, "book")
+        self.meter.set("raytrade_recovery_duration_seconds", labels, seconds)
+        self.meter.set("raytrade_recovery_events", labels, replayed)
+
+    def batch(self, commands: int, events: Sequence[Event], match_s: float, journal_s: float,
+              publish_s: float) -> None:
+        """Record one applied batch."""
+        meter, shard = self.meter, self.shard
+        meter.count("raytrade_commands_total", (shard,), commands)
+        meter.observe("raytrade_batch_commands", (shard,), commands)
+        meter.observe("raytrade_stage_duration_seconds", (shard, "gate_match"), match_s)
+        meter.observe("raytrade_stage_duration_seconds", (shard, "journal"), journal_s)
+        meter.observe("raytrade_stage_duration_seconds", (shard, "publish"), publish_s)
+        accepted = replaced = trades = quantity = 0
+        rejected: dict[tuple[int, int], int] = {}
+        for event in events:
+            kind = type(event)
+            if kind is Trade:
+                trades += 1
+                quantity += event.quantity  # type: ignore[union-attr]
+            elif kind is OrderAccepted:
+                accepted += 1
+            elif kind is OrderRejected:
+                key = (event.request, event.code)  # type: ignore[union-attr]
+                rejected[key] = rejected.get(key, 0) + 1
+            elif kind is OrderReplaced:
+                replaced += 1
+        if accepted:
+            meter.count("raytrade_orders_total", (shard, "NEW_ORDER", "accepted", "NONE"), accepted)
+        if replaced:
+            meter.count("raytrade_orders_total", (shard, "REPLACE", "accepted", "NONE"),
+                        replaced)
+        for key, count in rejected.items():
+            labels = self._reject_labels.get(key)
+            if labels is None:
+                request, code = key
+                labels = self._reject_labels[key] = (
+                    shard, _REQUEST_NAMES.get(request, str(request)), "rejected",
+                    getattr(code, "name", str(code)))
+            meter.count("raytrade_orders_total", labels, count)
+        if trades:
+            meter.count("raytrade_trades_total", (shard,), trades)
+            meter.count("raytrade_traded_quantity_total", (shard,), quantity)
+
+    def flush_due(self, engine: MatchingEngine) -> None:
+        """Hand what was gathered to the exporter, with the books' gauges, if it is time."""
+        if self.meter.due():
+            self.gauges(engine)
+            self.meter.flush()
+
+    def gauges(self, engine: MatchingEngine) -> None:
+        """Record the shard's position and books."""
+        meter, shard = self.meter, self.shard
+        meter.set("raytrade_journal_position_events", (shard,), engine.next_seq - 1)
+        for symbol, book in engine.books.items():
+            meter.set("raytrade_open_orders", (shard, symbol), len(book.orders))
+            meter.set("raytrade_book_levels", (shard, symbol, "bid"), len(book.bids))
+            meter.set("raytrade_book_levels", (shard, symbol, "ask"), len(book.asks))
+
+
 class BookActor:
     """Sequence, check, match and journal a shard's command batches."""
 
@@ -100,6 +180,7 @@ class BookActor:
         sink_factory: Callable[[], EventSink] | None = None,
         log_factory: Callable[[], ShardLog] | None = None,
         on_journal_failure: Callable[[str], None] | None = None,
+        metrics: MetricsExporter | None = None,
         snapshot_every_events: int = 200_000,
         snapshot_every_s: float = 300.0,
         client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
@@ -115,6 +196,7 @@ class BookActor:
         ends the process, so Ray starts a fresh incarnation that recovers from the journal,
         and a zombie (a process whose node was declared dead and came back) is gone instead
         of lingering. Without one this actor only refuses every later call.
+        ``metrics`` receives what each batch did (`BatchMeter`), about once a second.
         """
         tune_gc()
         self.clock = clock
@@ -126,6 +208,7 @@ class BookActor:
         self.client_order_id_window = client_order_id_window
         self.log = log_factory() if log_factory is not None else None
         self.on_journal_failure = on_journal_failure
+        self.meter = BatchMeter(shard_id, Meter(metrics, clock=clock))
         self.risk, self.engine = self._recover()
         self._last_snapshot_seq = self.engine.next_seq
         self._last_snapshot_at = clock()
@@ -156,6 +239,7 @@ class BookActor:
             replayed += len(batch.commands)
         engine.check_invariants()
         risk.check_invariants()
+        self.meter.recovered(self.clock() - started, replayed)
         log.info(
             "shard %d recovered to event %d (snapshot %s, %d commands replayed) in %.3f s",
             self.shard_id,
@@ -211,7 +295,9 @@ class BookActor:
         if not commands:
             return encode([])
         first_seq = self.engine.next_seq
+        started = time.perf_counter()
         events = self.engine.apply(commands, ends)
+        matched = time.perf_counter()
         last_seq = self.engine.next_seq - 1
         if not events:
             # nothing changed (e.g. a mass cancel with nothing to cancel): nothing to journal,
@@ -227,11 +313,15 @@ class BookActor:
                 if self.on_journal_failure is not None:
                     self.on_journal_failure(self._failed)
                 raise
+        journaled = time.perf_counter()
         payload = encode(events)
         if self.sink is not None:
             self.sink.publish(first_seq, last_seq, payload, origin)
         self.batches += 1
         self.commands += len(commands)
+        self.meter.batch(len(commands), events, matched - started, journaled - matched,
+                         time.perf_counter() - journaled)
+        self.meter.flush_due(self.engine)
         if self.log is not None and (
             last_seq - self._last_snapshot_seq >= self.snapshot_every_events
             or self.clock() - self._last_snapshot_at >= self.snapshot_every_s
@@ -248,6 +338,8 @@ class BookActor:
         self.log.save_snapshot(next_seq, self.state())
         self._last_snapshot_seq = next_seq
         self._last_snapshot_at = self.clock()
+        self.meter.meter.observe("raytrade_snapshot_duration_seconds", (self.meter.shard,),
+                                 self._last_snapshot_at - started)
         log.info("shard %d snapshot at event %d in %.3f s", self.shard_id, next_seq - 1,
                  self.clock() - started)
         return next_seq
@@ -320,6 +412,7 @@ class BookActor:
         if self._failed is not None:
             raise RuntimeError(f"shard {self.shard_id} stopped serving: {self._failed}")
         self.sync()
+        self.meter.flush_due(self.engine)  # an idle shard's last batches reach the metrics
         return self.incarnation, self.engine.next_seq
 
     def pid(self) -> int:

@@ -27,6 +27,7 @@ import msgspec
 
 from actors.core.positions import LedgerState, Position, PositionLedger
 from actors.core.risk import AccountExposure, RiskLimits, RiskState
+from actors.metering import Meter, MetricsExporter
 from actors.tuning import tune_gc
 from protocols.messages import Event, Instrument, RiskLimitsConfig, decode_events
 from protocols.rows import RiskStatusRow
@@ -106,14 +107,17 @@ class Projection:
         log_factory: Callable[[], ProjectionLog] | None = None,
         snapshot_every_events: int = 200_000,
         recorder_factory: Callable[[], EventRecorder] | None = None,
+        metrics: MetricsExporter | None = None,
     ) -> None:
         """Recover the read model (snapshot, then the journal), then the recorder if given.
 
         A recorder is fed every event the model folds, after it; a failing recorder is
         closed, logged and opened again at most every `RECORDER_RETRY_S` (catching up from
-        the journal), never failing the read model or its queries.
+        the journal), never failing the read model or its queries. ``metrics`` gets the
+        reader's position, repaired gaps and recovery, about once a second.
         """
         tune_gc()
+        self.meter = Meter(metrics)
         self.shard_id = shard_id
         self.instruments = list(instruments)
         self.model: _Model = self.model_type(self.instruments)
@@ -221,9 +225,13 @@ class Projection:
             self.next_seq = seq + 1
         snapshot_seq = self.next_seq - 1
         self._fold_from_journal(None)
+        took = time.perf_counter() - started
+        self.meter.set("raytrade_recovery_duration_seconds", (str(self.shard_id), self.name),
+                       took)
+        self.meter.set("raytrade_recovery_events", (str(self.shard_id), self.name),
+                       self.next_seq - 1 - snapshot_seq)
         log.info("shard %d %s recovered to event %d (snapshot at %d) in %.3f s",
-                 self.shard_id, self.name, self.next_seq - 1, snapshot_seq,
-                 time.perf_counter() - started)
+                 self.shard_id, self.name, self.next_seq - 1, snapshot_seq, took)
 
     def _fold_from_journal(self, to_seq: int | None) -> None:
         assert self.log is not None
@@ -253,7 +261,14 @@ class Projection:
         due = self.next_seq - self._last_snapshot_seq > self.snapshot_every_events
         if due and self.log is not None:
             self.snapshot()
+        self._flush_metrics()
         return self.next_seq
+
+    def _flush_metrics(self) -> None:
+        if self.meter.due():
+            shard = (str(self.shard_id),)
+            self.meter.set("raytrade_reader_position_events", shard, self.next_seq - 1)
+            self.meter.flush()
 
     def repair(self, to_seq: int) -> None:
         """Fold the events ``next_seq..to_seq`` from the journal."""
@@ -271,6 +286,7 @@ class Projection:
                 f"{self.next_seq - 1}, short of {to_seq}"
             )
         self.gaps_repaired += 1
+        self.meter.count("raytrade_reader_gaps_repaired_total", (str(self.shard_id),))
 
     def snapshot(self) -> int:
         """Write this projection's snapshot now; return the last event it includes."""
@@ -287,6 +303,7 @@ class Projection:
     def ping(self) -> tuple[str, int]:
         """Answer a health check: this process's incarnation and its offset."""
         self.flush_recorder()
+        self._flush_metrics()
         return self.incarnation, self.next_seq
 
     def pid(self) -> int:

@@ -74,6 +74,7 @@ from actors.core.supervision import (
     Strategy,
     SupervisorPolicy,
 )
+from actors.metering import Meter, MetricsExporter
 from protocols.rows import SupervisedChildRow, SupervisorFailureRow, SupervisorStatusRow
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,11 @@ class Supervisor:
         slow_start_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         start_loop: bool = True,
+        metrics: MetricsExporter | None = None,
     ) -> None:
         self.name = name
+        self.meter = Meter(metrics, flush_every_s=ping_every_s, clock=clock)
+        """Restarts and escalations (`protocols.metrics`), flushed with the loop's ticks."""
         self.probe = probe
         self.parent = parent
         self._rebuild = rebuild
@@ -134,8 +138,16 @@ class Supervisor:
         while not self._stop.wait(self.tick_s):
             try:
                 self.reconcile()
+                self._flush_metrics()
             except Exception:  # the loop must never die
                 log.exception("supervisor %s: reconcile failed; trying again next tick", self.name)
+
+    def _flush_metrics(self) -> None:
+        if self.meter.due():
+            with self._lock:
+                up = sum(watch.state is ChildState.UP for watch in self.children.values())
+            self.meter.set("raytrade_children_up", (self.name,), up)
+            self.meter.flush()
 
     def reconcile(self) -> None:
         """Observe every child once and act on what failed (one tick of the loop): ping each
@@ -197,6 +209,7 @@ class Supervisor:
                      for _ in range(step.failures)]
         escalate = any(decision.escalate for decision in decisions)
         restart = decisions[-1].restart
+        self.meter.count("raytrade_actor_restarts_total", (self.name, watch.name), step.failures)
         log.warning("supervisor %s: %s failed (%s): %s", self.name, watch.name, step.reason,
                     "escalating" if escalate else f"restarting {list(restart)}")
         if escalate:
@@ -212,6 +225,7 @@ class Supervisor:
 
     def _escalate(self, reason: str, *, stop_children: bool = True) -> None:
         self.state = "escalated"
+        self.meter.count("raytrade_escalations_total", (self.name,))
         if stop_children:
             for name in self.children:
                 self._kill(name, restart=False)

@@ -190,6 +190,71 @@ def prepare_local_nodes() -> None:
     ensure_token_if_auth_enabled()
 
 
+class RayMetrics:
+    """Export a `actors.metering.Meter`'s readings through Ray's own metrics
+    (``ray.util.metrics``): each node's agent serves them to Prometheus, names prefixed
+    ``ray_`` (`protocols.metrics`). Picklable (the wiring hands one to each actor); the Ray
+    metric objects are made in the actor's process on first use.
+    """
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, tuple[Any, tuple[str, ...]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        RayMetrics.__init__(self)
+
+    def _metric(self, name: str) -> tuple[Any, tuple[str, ...]]:
+        """Return the Ray metric for ``name`` and its label names (made on first use)."""
+        entry = self._metrics.get(name)
+        if entry is None:
+            from ray.util import metrics as ray_metrics
+
+            from protocols.metrics import BY_NAME
+
+            spec = BY_NAME[name]
+            metric: Any
+            if spec.kind == "counter":
+                metric = ray_metrics.Counter(name, spec.help, tag_keys=spec.labels)
+            elif spec.kind == "gauge":
+                metric = ray_metrics.Gauge(name, spec.help, tag_keys=spec.labels)
+            else:
+                metric = ray_metrics.Histogram(name, spec.help, boundaries=list(spec.buckets),
+                                               tag_keys=spec.labels)
+            entry = self._metrics[name] = (metric, spec.labels)
+        return entry
+
+    def export(self, reading: Any) -> None:
+        """Record a `MeterReading` (errors are logged: metrics never fail the actor)."""
+        try:
+            for name, series in reading.counters.items():
+                metric, keys = self._metric(name)
+                for labels, value in series.items():
+                    if value:
+                        metric.inc(value, tags=dict(zip(keys, labels, strict=True)))
+            for name, series in reading.gauges.items():
+                metric, keys = self._metric(name)
+                for labels, value in series.items():
+                    metric.set(value, tags=dict(zip(keys, labels, strict=True)))
+            for name, observed in reading.observations.items():
+                metric, keys = self._metric(name)
+                for labels, values in observed.items():
+                    tags = dict(zip(keys, labels, strict=True))
+                    for value in values:
+                        metric.observe(value, tags=tags)
+        except Exception:
+            log.exception("exporting metrics through Ray failed")
+
+
+def metrics_targets() -> list[str]:
+    """Return ``host:port`` of every live Ray node's metrics export (for Prometheus)."""
+    return [f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+            for node in ray.nodes()  # type: ignore[no-untyped-call]
+            if node.get("Alive") and node.get("MetricsExportPort")]
+
+
 def _is_loopback(address: str) -> bool:
     host = address.rpartition(":")[0].strip("[]")
     return host == "localhost" or host.startswith("127.") or host == "::1"

@@ -121,7 +121,7 @@ class ShardStarter:
                       num_cpus=config.projection_num_cpus,
                       placement=placement_of(config, "reader"), log_factory=projection_log,
                       snapshot_every_events=config.snapshot_every_events,
-                      recorder_factory=recorder)
+                      recorder_factory=recorder, metrics=handles.RayMetrics())
         readers = {"reader": ReaderHandle(shard, namespace)}
         handles.spawn(
             BookActor, book_name(shard), namespace, shard, self.instruments,
@@ -133,6 +133,7 @@ class ShardStarter:
                                                         interval_ms=config.fsync_interval_ms),
                                             require_manifest=True),
             on_journal_failure=end_process,
+            metrics=handles.RayMetrics(),
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )
@@ -174,6 +175,30 @@ def end_process(reason: str) -> None:
     os._exit(70)
 
 
+def write_prometheus_targets(directory: str | Path, gateways: Sequence[dict[str, Any]] = ()
+                             ) -> dict[str, list[str]]:
+    """Write Prometheus file_sd target files for this Ray and the gateways; return them.
+
+    ``ray.json`` lists every live Ray node's metrics export (the actors' metrics, through
+    Ray), ``gateways.json`` each gateway's ``/metrics`` (``gateways``: `GatewayGroup.status`
+    rows; those without a metrics port are left out). Each file is replaced atomically:
+    Prometheus (cluster/deploy/prometheus/prometheus.yml) may read it at any time.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    found = {
+        "ray": handles.metrics_targets(),
+        "gateways": [f"{status['address'].rpartition(':')[0]}:{status['metrics_port']}"
+                     for status in gateways if status.get("metrics_port")],
+    }
+    for name, targets in found.items():
+        body = [{"targets": targets, "labels": {"raytrade": name}}] if targets else []
+        temporary = folder / f".{name}.json.tmp"
+        temporary.write_bytes(msgspec.json.encode(body))
+        os.replace(temporary, folder / f"{name}.json")
+    return found
+
+
 def placement_of(config: ClusterConfig, role: str) -> tuple[str, float, bool]:
     """Return ``handles.spawn``'s placement of a ``"book"``, ``"reader"`` or ``"gateway"``
     under the config's `Placement`: (custom resource, amount per actor, spread)."""
@@ -191,7 +216,7 @@ def _supervisor(name: str, children: Sequence[str], namespace: str, *, strategy:
     timing: dict[str, Any] = {} if ping_every_s is None else {"ping_every_s": ping_every_s}
     handles.spawn(Supervisor, name, namespace, name, list(children), probe=RayProbe(namespace),
                   strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild,
-                  **timing)
+                  metrics=handles.RayMetrics(), **timing)
 
 
 def shard_ping_every_s(config: ClusterConfig) -> float | None:

@@ -29,8 +29,10 @@ module is tested without Ray.
 It refuses with `protocols.errors.QueueFullError` and fails a batch the shard did not answer
 with `protocols.errors.ShardUnavailableError` (retrying it is safe; the tree is drawn there).
 
-The batcher reads no clock: the linger is a timer of the event loop (``call_later``), which
-decides only when a batch leaves, never what is in it or what it answers.
+The batcher decides by no clock: the linger is a timer of the event loop (``call_later``),
+which decides only when a batch leaves, never what is in it or what it answers. An optional
+`BatchObserver` (the gateway's metrics) is told how long requests waited and how long each
+call took, by its own clock.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -56,14 +59,32 @@ Send = Callable[[bytes], Awaitable[bytes]]
 """Send an encoded command batch to the shard; return ``apply_batch_with_ends``' reply."""
 
 
+class BatchObserver(Protocol):
+    """Told what each batch did (the gateway's metrics); must be cheap and never raise."""
+
+    def now(self) -> float:
+        """Return the observer's clock, in seconds."""
+        ...
+
+    def sent(self, shard: int, commands: int, waited_s: Sequence[float]) -> None:
+        """A batch of ``commands`` left; its requests waited ``waited_s`` each."""
+        ...
+
+    def answered(self, shard: int, call_s: float, failed: bool) -> None:
+        """The shard answered a batch (or the call failed) after ``call_s``."""
+        ...
+
+
 class _Request:
-    __slots__ = ("commands", "future")
+    __slots__ = ("commands", "future", "queued_at")
 
     def __init__(
-        self, commands: Sequence[Command | WireRow], future: asyncio.Future[list[list[Event]]]
+        self, commands: Sequence[Command | WireRow], future: asyncio.Future[list[list[Event]]],
+        queued_at: float,
     ) -> None:
         self.commands = commands
         self.future = future
+        self.queued_at = queued_at
 
 
 class ShardBatcher:
@@ -80,8 +101,11 @@ class ShardBatcher:
         linger_s: float = 0.001,
         on_reply: Callable[[list[Event]], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.shard = shard
+        self.observer = observer
+        """Told what each batch did (set later by `GatewayCore.observe_batches`)."""
         self._send = send
         self._on_reply = on_reply
         self._on_failure = on_failure
@@ -125,7 +149,8 @@ class ShardBatcher:
                 f"{self._queued} commands already wait for shard {self.shard} at this gateway"
             )
         future: asyncio.Future[list[list[Event]]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(commands, future))
+        queued_at = self.observer.now() if self.observer is not None else 0.0
+        self._pending.append(_Request(commands, future, queued_at))
         self._queued += len(commands)
         self._wake()
         return await future
@@ -179,14 +204,23 @@ class ShardBatcher:
                 commands.extend(request.commands)
             self.batches_sent += 1
             self.commands_sent += len(commands)
+            observer = self.observer
+            if observer is not None:
+                sent_at = observer.now()
+                observer.sent(self.shard, len(commands),
+                              [sent_at - request.queued_at for request in batch])
             try:
                 reply = await self._send(_encoder.encode(commands))
                 ends, events = decode_with_ends(reply)
+                if observer is not None:
+                    observer.answered(self.shard, observer.now() - sent_at, False)
             except asyncio.CancelledError:
                 error: BaseException = ShardUnavailableError(self.shard, "the gateway is stopping")
                 self._fail(batch, error)
                 raise
             except Exception as failure:  # every caller must get an answer
+                if observer is not None:
+                    observer.answered(self.shard, observer.now() - sent_at, True)
                 self._fail(batch, failure)
                 self.failed_batches += 1
                 if self._on_failure is not None:

@@ -109,10 +109,15 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ping). Every other shard is pinged every ``health_check_s``."""
     grace_s: float = 2.0
     """On stop, how long calls in progress may finish."""
+    metrics_port: int | None = None
+    """Serve Prometheus ``/metrics`` on ``host:metrics_port`` (0: any free port, shown in
+    the gateway's status); None: no endpoint (the metrics are still kept)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"gateway.port {self.port} is not a TCP port")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"gateway.metrics_port {self.metrics_port} is not a TCP port")
         if self.tls is None and not self.allow_insecure_remote and not _is_loopback(self.host):
             raise ConfigError(
                 f"gateway.host {self.host!r} is not a loopback address and there is no [tls]: "

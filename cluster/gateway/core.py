@@ -47,7 +47,7 @@ from typing import Any, Final, Protocol
 from actors.core.engine import ORDER_ID_SHARD_BITS, client_order_id_uses
 from cluster.config import ShardMap
 from cluster.gateway.auth import RateLimiter
-from cluster.gateway.batching import ShardBatcher
+from cluster.gateway.batching import BatchObserver, ShardBatcher
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.history import JournalHistory, ShardView
 from cluster.gateway.shards import ShardLink
@@ -610,6 +610,11 @@ class GatewayCore:
             )
 
         return list(await asyncio.gather(*(one(shard) for shard in range(self.shards))))
+
+    def observe_batches(self, observer: BatchObserver) -> None:
+        """Tell ``observer`` (the gateway's metrics) what every shard batch does."""
+        for batcher in self.batchers:
+            batcher.observer = observer
 
     def stats(self) -> dict[str, Any]:
         """Return counters for status pages and tests."""

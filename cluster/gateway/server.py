@@ -40,6 +40,7 @@ from cluster.config import ClusterConfig, ShardMap
 from cluster.gateway.auth import TokenRegistry
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.core import GatewayCore
+from cluster.gateway.metrics import GatewayMetrics, MetricsInterceptor
 from cluster.gateway.service import AdminService, TradingService, add_to_server
 from protocols.convert import Converter
 from protocols.errors import GatewayStartError, PortInUseError
@@ -174,6 +175,9 @@ class GatewayServer:
         self.tokens = TokenRegistry(config.tokens)
         self.supervisors = list(supervisors)
         self.health = health.aio.HealthServicer()
+        self.metrics = GatewayMetrics(name)
+        self.core.observe_batches(self.metrics)
+        self.metrics.follow(self.core.stats)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.failure: str | None = None
@@ -186,6 +190,7 @@ class GatewayServer:
             server = grpc.aio.server(
                 options=[*channel_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)],
                 maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+                interceptors=[MetricsInterceptor(self.metrics)],
             )
             add_services(
                 server,
@@ -198,6 +203,8 @@ class GatewayServer:
             await server.start()
             self.server = server
             self.port = port
+            if self.config.metrics_port is not None:
+                self.metrics.serve(self.config.host, self.config.metrics_port)
             await self._apply_health(self.core.serving)
             log.info("gateway %s serving on %s:%d (%s)", self.name, self.config.host, port,
                      "TLS" if self.config.tls else "plaintext")
@@ -235,6 +242,7 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
+        self.metrics.stop()
         await self.core.stop()
 
     def on_events(self, shard: int, batches: Sequence[tuple[int, int, bytes]]) -> int:
@@ -256,6 +264,7 @@ class GatewayServer:
             "mutual_tls": bool(self.config.tls and self.config.tls.client_ca),
             "serving": self.core.serving,
             "failure": self.failure,
+            "metrics_port": self.metrics.port or None,
             **self.core.stats(),
         }
 

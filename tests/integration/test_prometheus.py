@@ -1,0 +1,238 @@
+"""A real Prometheus scrapes a running raytrade with the shipped configuration (issue 12).
+
+The session's Ray exports the actors' metrics; a gateway serves its own ``/metrics``. The
+test writes the target files (`write_prometheus_targets`), starts Prometheus on loopback with
+cluster/deploy/prometheus/prometheus.yml (its scrape interval shortened to 1 s), sends a flow
+over gRPC whose rejects it knows, kills a reader once (a restart to count), and asks
+Prometheus's HTTP API: orders decided at a rate above zero, a latency quantile per method, the
+rejects by reason equal to what the client was told, the restart counted; then every
+expression of the Grafana dashboard (cluster/deploy/grafana/raytrade.json) is evaluated and
+must answer, over metrics that are declared in `protocols.metrics` and really exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.clients.grpc_client import TradingClient, new_order
+from cluster.config import ClusterConfig, InstrumentRegistry
+from cluster.edge.wiring import start_cluster, start_gateways, write_prometheus_targets
+from cluster.gateway.auth import hash_token
+from cluster.gateway.config import GatewayConfig, TokenEntry
+from protocols.errors import RaytradeError
+from protocols.generated import trading_pb2 as pb
+from protocols.metrics import METRICS, series_names
+from tests.integration.ports import free_port
+
+pytestmark = [pytest.mark.ray, pytest.mark.grpc, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRAPE = ROOT / "cluster" / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "cluster" / "deploy" / "grafana" / "raytrade.json"
+NOT_CAUSED = {"ray_raytrade_escalations_total"}
+"""Counters this flow does not move: a Ray counter exists only once it counted (Ray refuses to
+add 0), so the dashboard writes ``... or vector(0)`` for them."""
+PROMQL_WORDS = {
+    "sum", "by", "rate", "increase", "histogram_quantile", "max", "on", "or", "vector", "le",
+    "without", "avg", "min", "count", "ignoring", "group_left", "group_right",
+}
+
+
+def _query(base: str, expression: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        body = json.loads(reply.read())
+    assert body["status"] == "success", (expression, body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def _value(base: str, expression: str) -> float | None:
+    result = _query(base, expression)
+    return float(result[0]["value"][1]) if result else None
+
+
+def _wait_for(base: str, expression: str, wanted: Any, timeout_s: float = 60.0) -> Any:
+    """Poll until ``wanted(result)`` holds; return the last result."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = _query(base, expression)
+        if wanted(result):
+            return result
+        if time.monotonic() > deadline:
+            with urllib.request.urlopen(f"{base}/api/v1/targets", timeout=10) as reply:
+                targets = [(target["scrapeUrl"], target["health"], target["lastError"])
+                           for target in json.loads(reply.read())["data"]["activeTargets"]]
+            raise AssertionError(f"{expression}: still {result} after {timeout_s} s; "
+                                 f"targets: {targets}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployment(ray_session: None, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[Any, Any, str]]:
+    data_dir = tmp_path_factory.mktemp("prometheus-data")
+    namespace = f"prometheus-{uuid.uuid4().hex[:8]}"
+    cluster = start_cluster(ClusterConfig(shards=2, namespace=namespace, data_dir=str(data_dir)),
+                            InstrumentRegistry.load())
+    tokens = [TokenEntry(sha256=hash_token("erin-token"), name="erin", accounts=["erin"])]
+    gateways = start_gateways(cluster, [GatewayConfig(port=free_port(), tokens=tokens,
+                                                      metrics_port=0)])
+    try:
+        yield cluster, gateways, f"127.0.0.1:{gateways.ports[0]}"
+    finally:
+        gateways.stop()
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(prometheus_binary: str, deployment: tuple[Any, Any, str],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _, gateways, _ = deployment
+    folder = tmp_path_factory.mktemp("prometheus")
+    config = SCRAPE.read_text().replace("scrape_interval: 5s", "scrape_interval: 1s")
+    (folder / "prometheus.yml").write_text(config)
+    found = write_prometheus_targets(folder / "targets", gateways.status())
+    assert found["ray"] and found["gateways"], found
+    port = free_port()
+    with (folder / "prometheus.log").open("wb") as log_file:
+        process = subprocess.Popen(
+            [prometheus_binary, f"--config.file={folder / 'prometheus.yml'}",
+             f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "Prometheus did not become ready in 30 s"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _flow(address: str, aapl_shard: int) -> Counter[str]:
+    """Trade, and make rejects of known reasons; return the rejects the client was told of."""
+    rejects: Counter[str] = Counter()
+    with TradingClient(address, "erin-token") as client:
+        prefix = uuid.uuid4().hex[:6]
+        # a first order makes the counters exist; a rate needs them scraped before the flow
+        client.submit_order("MSFT", "buy", 1, price=40000, client_order_id=f"{prefix}-w")
+        time.sleep(3)  # the workers report every second, Prometheus scrapes every second
+        for wave in range(4):  # a flow over a few scrapes
+            resting = [new_order("AAPL", "sell", 1, price=18950 + 10 * (index % 3),
+                                 client_order_id=f"{prefix}-s{wave}-{index}")
+                       for index in range(5)]
+            resting += [new_order("MSFT", "buy", 2, price=41000 - 5 * (index % 4),
+                                  client_order_id=f"{prefix}-b{wave}-{index}")
+                        for index in range(5)]
+            client.submit_orders(resting)
+            time.sleep(0.7)
+        for index in range(5):  # trades
+            client.submit_order("AAPL", "buy", 1, client_order_id=f"{prefix}-m{index}")
+        odd = [new_order("AAPL", "buy", 1, price=18990, post_only=True,
+                         client_order_id=f"{prefix}-p{index}") for index in range(3)]
+        odd += [new_order("AAPL", "buy", 100_000, price=18990, time_in_force="fok",
+                          client_order_id=f"{prefix}-f{index}") for index in range(2)]
+        reply = client.submit_orders(odd)
+        for rejection in reply.rejections:
+            rejects[pb.RejectCode.Name(rejection.code).removeprefix("REJECT_CODE_")] += 1
+        for index in range(4):
+            for report in client.cancel_order("AAPL", (aapl_shard << 40) + 900_000 + index):
+                if report.type == pb.EXECUTION_TYPE_REJECTED:
+                    rejects[pb.RejectCode.Name(report.reject_code)
+                            .removeprefix("REJECT_CODE_")] += 1
+        with pytest.raises(RaytradeError):  # refused by validation: counted by the gateway
+            client.submit_order("NOPE", "buy", 1, price=100)
+    return rejects
+
+
+@pytest.fixture(scope="module")
+def flowed(deployment: tuple[Any, Any, str], prometheus: str) -> Counter[str]:
+    """Run the flow once, kill a reader once; return the rejects the client was told of."""
+    cluster, _, address = deployment
+    rejects = _flow(address, cluster.shard_map.shard_of("AAPL"))
+    assert rejects == {"POST_ONLY_WOULD_TAKE": 3, "FOK_NOT_FILLABLE": 2, "UNKNOWN_ORDER": 4}
+    reader = cluster.reader(1)
+    os.kill(reader.pid().result(30), signal.SIGKILL)  # a restart for the supervisor to count
+    return rejects
+
+
+def test_prometheus_scrapes_what_the_flow_did(prometheus: str, flowed: Counter[str]) -> None:
+    rejects = flowed
+
+    _wait_for(prometheus, "sum(rate(ray_raytrade_orders_total[1m])) > 0", bool)
+    by_code = _wait_for(
+        prometheus, 'sum by (code) (ray_raytrade_orders_total{outcome="rejected"})',
+        lambda result: {row["metric"]["code"]: int(float(row["value"][1]))
+                        for row in result} == dict(rejects))
+    assert by_code
+    quantile = _wait_for(
+        prometheus, "histogram_quantile(0.99, sum by (le, method) "
+        "(rate(raytrade_gateway_rpc_duration_seconds_bucket[1m])))",
+        lambda result: {"SubmitOrders", "SubmitOrder", "CancelOrder"}
+        <= {row["metric"]["method"] for row in result})
+    p99 = {row["metric"]["method"]: float(row["value"][1]) for row in quantile}
+    assert 0 < p99["SubmitOrders"] < 5, p99  # seen across scrapes: a rate, so a quantile
+    invalid = _value(prometheus, 'sum(raytrade_gateway_rpcs_total{code="INVALID_ARGUMENT"})')
+    assert invalid == 1
+    _wait_for(prometheus, 'sum(ray_raytrade_actor_restarts_total{child="reader-1"}) >= 1',
+              bool)
+
+
+def test_every_dashboard_expression_answers_over_declared_metrics(
+    prometheus: str, flowed: Counter[str],
+) -> None:
+    declared = {name for spec in METRICS for name in series_names(spec)}
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"]
+                   for target in panel["targets"]]
+    assert len(expressions) >= 10
+    for expression in expressions:
+        names = {word for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expression)
+                 if word not in PROMQL_WORDS and not word.isdigit()}
+        labels = set(re.findall(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)", expression))
+        label_words = {word.strip() for group in labels for word in group.split(",")}
+        metrics = {name for name in names - label_words
+                   if name.startswith(("ray_raytrade_", "raytrade_"))}
+        assert metrics, expression
+        assert metrics <= declared, (expression, metrics - declared)
+        missing = [name for name in sorted(metrics - NOT_CAUSED)
+                   if not _wait_for(prometheus, f"count({name})", bool, timeout_s=30)]
+        assert not missing, (expression, missing)
+        assert _wait_for(prometheus, expression, bool, timeout_s=30), expression
