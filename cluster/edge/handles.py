@@ -698,6 +698,15 @@ class DirectoryHandle(_Actor):
         return payload
 
 
+class AgentHandle(_Actor):
+    """A group of simulated traders (`cluster.research.agents.AgentGroup`) in a simulation."""
+
+    def step(self, market: bytes, events: bytes) -> Call[bytes]:
+        """Hand the agents the encoded market and their encoded events of the last step; the
+        answer is their encoded commands, not yet stamped with the step's time."""
+        return self.send("step", market, events)
+
+
 # -------------------------------------------------------------------------------- supervision
 
 
