@@ -4,7 +4,15 @@
     raytrade up      --address HOST:PORT [--namespace NS] ...           start in a Ray cluster
     raytrade down    --address HOST:PORT [--namespace NS]               stop it, Ray stays up
     raytrade demo    [--orders N] [--seed S] [--shards N] ...           simulate and summarise
-    raytrade status  [--address HOST:PORT] [--namespace NS]             a running cluster's state
+    raytrade status  [--address HOST:PORT] [--namespace NS] [--watch]   a running cluster's state
+    raytrade prometheus-targets --out DIR [--address ...]               files for Prometheus
+    raytrade sim     [--seed S] [--steps N] [--shards K] [--out DIR]    agents in simulated time
+    raytrade query   bars|vwap|spread|fills|accounts --data DIR ...    recorded market data
+    raytrade audit   --data-dir DIR (--order ID | --account A ...)     an order's life
+    raytrade what-if --data-dir DIR [variants]                          replay under other settings
+
+``sim``, ``query``, ``audit`` and ``what-if`` are the researchers' tools of `cluster.research`
+(each has its own ``--help``).
 
 ``up`` and ``demo`` start a private local Ray (small ``num_cpus``, no dashboard) with the shard
 actors in it; ``status`` joins the Ray that ``up`` started (on this machine, or by address).
@@ -276,6 +284,25 @@ def _exit_now(status: int, message: str) -> None:
     os._exit(status)
 
 
+def _prometheus_targets(args: argparse.Namespace) -> int:
+    from cluster.edge.wiring import gateway_statuses, write_prometheus_targets
+
+    cluster = _connect_within(args.namespace, args.address or "auto", args.timeout)
+    found = write_prometheus_targets(args.out, gateway_statuses(cluster))
+    for name, listed in found.items():
+        print(f"{args.out / (name + '.json')}: {', '.join(listed) or 'none'}")
+    return 0
+
+
+def _watch(cluster: Any, args: argparse.Namespace) -> int:
+    from cluster.edge.watch import watch
+    from cluster.edge.wiring import gateway_statuses, metrics_endpoints
+
+    gateways = gateway_statuses(cluster)
+    return watch(lambda: metrics_endpoints(gateways), interval_s=args.interval,
+                 count=args.count)
+
+
 def _status(args: argparse.Namespace) -> int:
     from cluster.clients.ray_client import Client
 
@@ -288,6 +315,8 @@ def _status(args: argparse.Namespace) -> int:
             "no raytrade cluster is running on this machine (no Ray found); start one with "
             "`raytrade up`, or pass --address HOST:PORT"
         ) from error
+    if args.watch:
+        return _watch(cluster, args)
     client = Client(cluster)
     for row in client.status():
         print(f"shard {row.shard}: {row.symbols}, next event {row.next_seq}, {row.batches} "
@@ -494,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=_HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log more, and show Ray's own logs (also after the command)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="raytrade's log lines on stderr: text, or one JSON object per "
+                             "line (with structured fields: account, order id, shard, seq)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
@@ -568,31 +600,77 @@ def build_parser() -> argparse.ArgumentParser:
                              "started last on this machine)")
     status.add_argument("--timeout", type=positive_seconds, default=_STATUS_TIMEOUT_S,
                         help="seconds to wait for Ray to answer")
+    status.add_argument("--watch", action="store_true",
+                        help="a live view per shard from the metrics (orders/s, p50/p99 per "
+                             "stage, rejects, restarts, reader lag) until Ctrl-C")
+    status.add_argument("--interval", type=positive_seconds, default=2.0,
+                        help="with --watch: seconds between refreshes")
+    status.add_argument("--count", type=whole_number(1),
+                        help="with --watch: stop after this many refreshes")
     status.set_defaults(run=_status)
+
+    targets = command("prometheus-targets",
+                      "write Prometheus file_sd target files for a running cluster (Ray's "
+                      "nodes and the gateways' /metrics; see cluster/deploy/prometheus)")
+    targets.add_argument("--out", type=Path, required=True,
+                         help="folder for ray.json and gateways.json (prometheus.yml reads "
+                              "targets/ next to it)")
+    targets.add_argument("--namespace", default=_DEFAULTS.namespace, help="Ray namespace")
+    targets.add_argument("--address", help="HOST:PORT of the Ray (default: this machine's)")
+    targets.add_argument("--timeout", type=positive_seconds, default=_STATUS_TIMEOUT_S,
+                         help="seconds to wait for Ray to answer")
+    targets.set_defaults(run=_prometheus_targets)
+
+    for name, (_, help_text) in _RESEARCH.items():
+        commands.add_parser(name, help=help_text, add_help=False)
 
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
+_RESEARCH = {
+    "sim": ("cluster.research.sim", "agents trading in simulated time, with plots"),
+    "query": ("cluster.research.queries", "query recorded market data (bars, VWAP, spread)"),
+    "audit": ("cluster.research.audit", "an order's or an account's life from the journal"),
+    "what-if": ("cluster.research.whatif", "replay a run under other settings, compared"),
+}
+"""Commands that are their module's own ``main`` (each parses its arguments itself)."""
+
+
+def _research(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(_RESEARCH[name][0])
+    result: int = module.main(list(argv))
+    return result
+
+
+def _configure_logging(verbose: bool, log_format: str = "text") -> None:
     """Show raytrade's warnings only (everything with -v); keep Ray's logs off the terminal.
 
     Ray's loggers and its C++ core read their levels when ray is imported and ``ray.init``
     runs (`cluster.edge.handles` passes ``log_to_driver`` and ``logging_level``); this runs
-    before either.
+    before either. ``json``: one object per line (`cluster.logs`).
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if verbose else logging.WARNING
+    if log_format == "json":
+        from cluster.logs import configure_logging
+
+        configure_logging("json", level)
+        return
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``raytrade`` command line; return its exit status (see the module docstring)."""
     for handled in (signal.SIGINT, signal.SIGTERM):
         signal.signal(handled, raise_interrupted)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in _RESEARCH:
+            _configure_logging(False)
+            return _research(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
-        _configure_logging(args.verbose)
+        _configure_logging(args.verbose, args.log_format)
         result: int = args.run(args)
     except (ConfigError, GatewayStartError) as error:
         print(f"raytrade: {error}", file=sys.stderr)

@@ -175,6 +175,23 @@ def end_process(reason: str) -> None:
     os._exit(70)
 
 
+def gateway_statuses(cluster: Cluster) -> list[dict[str, Any]]:
+    """Return the status of each of the cluster's gateways (address, metrics port, ...)."""
+    names = cluster.topology.gateways
+    return handles.wait_all([GatewayHandle(name, cluster.namespace).status() for name in names],
+                            30.0)
+
+
+def metrics_endpoints(gateways: Sequence[dict[str, Any]]) -> list[str]:
+    """Return ``host:port`` of every metrics endpoint: Ray's nodes and the gateways'."""
+    return [*handles.metrics_targets(), *_gateway_targets(gateways)]
+
+
+def _gateway_targets(gateways: Sequence[dict[str, Any]]) -> list[str]:
+    return [f"{status['address'].rpartition(':')[0]}:{status['metrics_port']}"
+            for status in gateways if status.get("metrics_port")]
+
+
 def write_prometheus_targets(directory: str | Path, gateways: Sequence[dict[str, Any]] = ()
                              ) -> dict[str, list[str]]:
     """Write Prometheus file_sd target files for this Ray and the gateways; return them.
@@ -186,11 +203,7 @@ def write_prometheus_targets(directory: str | Path, gateways: Sequence[dict[str,
     """
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    found = {
-        "ray": handles.metrics_targets(),
-        "gateways": [f"{status['address'].rpartition(':')[0]}:{status['metrics_port']}"
-                     for status in gateways if status.get("metrics_port")],
-    }
+    found = {"ray": handles.metrics_targets(), "gateways": _gateway_targets(gateways)}
     for name, targets in found.items():
         body = [{"targets": targets, "labels": {"raytrade": name}}] if targets else []
         temporary = folder / f".{name}.json.tmp"

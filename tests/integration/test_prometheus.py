@@ -31,7 +31,13 @@ import pytest
 
 from cluster.clients.grpc_client import TradingClient, new_order
 from cluster.config import ClusterConfig, InstrumentRegistry
-from cluster.edge.wiring import start_cluster, start_gateways, write_prometheus_targets
+from cluster.edge.watch import scrape, shard_rows
+from cluster.edge.wiring import (
+    metrics_endpoints,
+    start_cluster,
+    start_gateways,
+    write_prometheus_targets,
+)
 from cluster.gateway.auth import hash_token
 from cluster.gateway.config import GatewayConfig, TokenEntry
 from protocols.errors import RaytradeError
@@ -236,3 +242,27 @@ def test_every_dashboard_expression_answers_over_declared_metrics(
                    if not _wait_for(prometheus, f"count({name})", bool, timeout_s=30)]
         assert not missing, (expression, missing)
         assert _wait_for(prometheus, expression, bool, timeout_s=30), expression
+
+
+def test_status_watch_reads_the_same_metrics(deployment: tuple[Any, Any, str],
+                                             flowed: Counter[str]) -> None:
+    """`raytrade status --watch`'s view from the live endpoints: orders per shard, stages."""
+    cluster, gateways, address = deployment
+    endpoints = metrics_endpoints(gateways.status())
+    before = scrape(endpoints)
+    with TradingClient(address, "erin-token") as client:
+        prefix = uuid.uuid4().hex[:6]
+        client.submit_orders([new_order("MSFT", "buy", 1, price=40000 - index,
+                                        client_order_id=f"{prefix}-{index}")
+                              for index in range(50)])
+    shard = str(cluster.shard_map.shard_of("MSFT"))
+    deadline = time.monotonic() + 30
+    while True:  # the workers report about once a second
+        time.sleep(1.0)
+        rows = {row.shard: row for row in shard_rows(before, scrape(endpoints))}
+        if shard in rows and rows[shard].orders_per_s > 0:
+            break
+        assert time.monotonic() < deadline, rows
+    row = rows[shard]
+    assert {"gate_match", "journal", "publish", "gateway call"} <= set(row.stages_ms), row
+    assert row.lag_events is not None and row.lag_events >= 0
