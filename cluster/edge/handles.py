@@ -860,6 +860,51 @@ def wait_all(calls: Sequence[Call[Any]], timeout_s: float | None = None) -> list
     return [call.result(timeout_s) for call in calls]
 
 
+def map_tasks(function: Callable[..., T], arguments: Sequence[Any], *, shared: Any = None,
+              num_cpus: float = 1.0, timeout_s: float | None = None) -> list[T]:
+    """Run ``function(argument)`` for every argument as parallel Ray tasks; return the results
+    in order.
+
+    ``function`` must be a module-level function (Ray imports it by name in its workers), its
+    arguments and results picklable, and it should be pure: Ray runs a task again if its
+    worker dies. ``shared`` (unless None) goes into Ray's object store once and every task is
+    called as ``function(shared, argument)``: a large input is copied to each node once,
+    not pickled into every task. Without a Ray in this process (none started or joined) the
+    calls run here, one after the other, so callers are tested without a cluster.
+
+    Raise what ``function`` raised (the original exception, chained from Ray's error that
+    carries the remote traceback); `ClusterError` if a task's worker or node died for good, or
+    the tasks did not all finish within ``timeout_s``. Then the unfinished tasks are
+    cancelled: Ray interrupts a task between Python bytecodes, so one inside a long C call
+    (a ``time.sleep``) holds its CPU until the call returns.
+    """
+    from protocols.errors import ClusterError  # (only this helper needs it)
+
+    prefix = () if shared is None else (shared,)
+    if not ray.is_initialized():
+        return [function(*prefix, argument) for argument in arguments]
+    task = ray.remote(num_cpus=num_cpus)(function)
+    if prefix:
+        prefix = (ray.put(shared),)  # a reference as a task argument reaches it as the value
+    references = [task.remote(*prefix, argument) for argument in arguments]
+    name = getattr(function, "__qualname__", repr(function))
+    try:
+        results: list[T] = ray.get(references, timeout=timeout_s)
+    except RayError as error:
+        for reference in references:  # the others' results are not wanted (a no-op if done)
+            ray.cancel(reference)
+        if isinstance(error, GetTimeoutError):
+            raise ClusterError(f"{len(references)} {name} tasks did not finish within "
+                               f"{timeout_s} s") from error
+        cause = getattr(error, "cause", None)
+        if (isinstance(error, RayTaskError) and isinstance(cause, Exception)
+                and not isinstance(cause, RayError)):
+            raise cause from error
+        # the worker or its node died past Ray's retries, or Ray could not pass an argument
+        raise ClusterError(f"a {name} task failed: {_summary(error)}") from error
+    return results
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
