@@ -196,7 +196,8 @@ class BookActor:
         ends the process, so Ray starts a fresh incarnation that recovers from the journal,
         and a zombie (a process whose node was declared dead and came back) is gone instead
         of lingering. Without one this actor only refuses every later call.
-        ``metrics`` receives what each batch did (`BatchMeter`), about once a second.
+        ``metrics`` receives what each batch did (`BatchMeter`), about once a second; None
+        records nothing.
         """
         tune_gc()
         self.clock = clock
@@ -208,7 +209,7 @@ class BookActor:
         self.client_order_id_window = client_order_id_window
         self.log = log_factory() if log_factory is not None else None
         self.on_journal_failure = on_journal_failure
-        self.meter = BatchMeter(shard_id, Meter(metrics, clock=clock))
+        self.meter = BatchMeter(shard_id, Meter(metrics, clock=clock)) if metrics else None
         self.risk, self.engine = self._recover()
         self._last_snapshot_seq = self.engine.next_seq
         self._last_snapshot_at = clock()
@@ -239,7 +240,8 @@ class BookActor:
             replayed += len(batch.commands)
         engine.check_invariants()
         risk.check_invariants()
-        self.meter.recovered(self.clock() - started, replayed)
+        if self.meter is not None:
+            self.meter.recovered(self.clock() - started, replayed)
         log.info(
             "shard %d recovered to event %d (snapshot %s, %d commands replayed) in %.3f s",
             self.shard_id,
@@ -319,9 +321,10 @@ class BookActor:
             self.sink.publish(first_seq, last_seq, payload, origin)
         self.batches += 1
         self.commands += len(commands)
-        self.meter.batch(len(commands), events, matched - started, journaled - matched,
-                         time.perf_counter() - journaled)
-        self.meter.flush_due(self.engine)
+        if self.meter is not None:
+            self.meter.batch(len(commands), events, matched - started, journaled - matched,
+                             time.perf_counter() - journaled)
+            self.meter.flush_due(self.engine)
         if self.log is not None and (
             last_seq - self._last_snapshot_seq >= self.snapshot_every_events
             or self.clock() - self._last_snapshot_at >= self.snapshot_every_s
@@ -338,8 +341,9 @@ class BookActor:
         self.log.save_snapshot(next_seq, self.state())
         self._last_snapshot_seq = next_seq
         self._last_snapshot_at = self.clock()
-        self.meter.meter.observe("raytrade_snapshot_duration_seconds", (self.meter.shard,),
-                                 self._last_snapshot_at - started)
+        if self.meter is not None:
+            self.meter.meter.observe("raytrade_snapshot_duration_seconds", (self.meter.shard,),
+                                     self._last_snapshot_at - started)
         log.info("shard %d snapshot at event %d in %.3f s", self.shard_id, next_seq - 1,
                  self.clock() - started)
         return next_seq
@@ -412,7 +416,8 @@ class BookActor:
         if self._failed is not None:
             raise RuntimeError(f"shard {self.shard_id} stopped serving: {self._failed}")
         self.sync()
-        self.meter.flush_due(self.engine)  # an idle shard's last batches reach the metrics
+        if self.meter is not None:  # an idle shard's last batches reach the metrics
+            self.meter.flush_due(self.engine)
         return self.incarnation, self.engine.next_seq
 
     def pid(self) -> int:

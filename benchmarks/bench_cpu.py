@@ -394,6 +394,13 @@ class _ListSink:
         self.batches.append((first_seq, last_seq, payload))
 
 
+class _Discard:
+    """A metrics exporter that drops the readings: the shell's own recording cost only."""
+
+    def export(self, reading: Any) -> None:
+        pass
+
+
 def _in_process_worker(config: Any, orders: int, batch: int, results: Any) -> None:
     from actors.book_actor import BookActor
     from actors.projections import ShardReader
@@ -426,6 +433,7 @@ def _in_process_worker(config: Any, orders: int, batch: int, results: Any) -> No
                 mode=config.fsync, interval_ms=config.fsync_interval_ms)),
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
+            metrics=_Discard() if config.metrics else None,
         ))
     instruments = flow_instruments()
     account = f"inproc-{uuid.uuid4().hex[:6]}"
@@ -543,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-only", action="store_true",
                         help="measure the idle cluster (load 4) only; print every process and "
                              "write cpu_idle.json")
+    parser.add_argument("--metrics", choices=("on", "off"), default="on",
+                        help="actors and gateway record metrics (off: what they cost, see "
+                             "bench_metrics.py)")
     parser.add_argument("--idle-seconds", type=float, default=None,
                         help="how long to measure the idle cluster (default 10 s, 4 s quick)")
     args = parser.parse_args(argv)
@@ -557,12 +568,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cluster.config import ClusterConfig, InstrumentRegistry
 
     namespace = f"bench-cpu-{uuid.uuid4().hex[:6]}"
-    config = ClusterConfig(shards=2, namespace=namespace,
+    config = ClusterConfig(shards=2, namespace=namespace, metrics=args.metrics == "on",
                            data_dir=tempfile.mkdtemp(prefix="raytrade-bench-cpu-"))
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "platform": platform.platform(), "load_average_at_start": os.getloadavg()},
-        "cluster": {"shards": config.shards, "fsync": config.fsync, "gateways": 1},
+        "cluster": {"shards": config.shards, "fsync": config.fsync, "gateways": 1,
+                    "metrics": config.metrics},
         "quick": quick,
     }
 

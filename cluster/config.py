@@ -196,6 +196,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Restart intensity of every supervisor: more failures than this in the window escalate."""
     placement: Placement = Placement()
     """Which nodes run books, readers and gateways (see `Placement`)."""
+    metrics: bool = True
+    """Actors and gateways record metrics (`protocols.metrics`; off: for measuring what they
+    cost, `benchmarks/bench_metrics.py`)."""
     record_market_data: bool = False
     """Each shard's reader also records trades, top of book and L2 deltas as Parquet files
     under ``<data_dir>/market-data`` (`cluster.research.recorder`; query with `raytrade

@@ -121,7 +121,8 @@ class ShardStarter:
                       num_cpus=config.projection_num_cpus,
                       placement=placement_of(config, "reader"), log_factory=projection_log,
                       snapshot_every_events=config.snapshot_every_events,
-                      recorder_factory=recorder, metrics=handles.RayMetrics())
+                      recorder_factory=recorder,
+                      metrics=handles.RayMetrics() if config.metrics else None)
         readers = {"reader": ReaderHandle(shard, namespace)}
         handles.spawn(
             BookActor, book_name(shard), namespace, shard, self.instruments,
@@ -133,7 +134,7 @@ class ShardStarter:
                                                         interval_ms=config.fsync_interval_ms),
                                             require_manifest=True),
             on_journal_failure=end_process,
-            metrics=handles.RayMetrics(),
+            metrics=handles.RayMetrics() if config.metrics else None,
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )

@@ -176,8 +176,10 @@ class GatewayServer:
         self.supervisors = list(supervisors)
         self.health = health.aio.HealthServicer()
         self.metrics = GatewayMetrics(name)
-        self.core.observe_batches(self.metrics)
-        self.metrics.follow(self.core.stats)
+        self.metered = cluster.metrics
+        if self.metered:
+            self.core.observe_batches(self.metrics)
+            self.metrics.follow(self.core.stats)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.failure: str | None = None
@@ -190,7 +192,7 @@ class GatewayServer:
             server = grpc.aio.server(
                 options=[*channel_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)],
                 maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
-                interceptors=[MetricsInterceptor(self.metrics)],
+                interceptors=[MetricsInterceptor(self.metrics)] if self.metered else [],
             )
             add_services(
                 server,
@@ -203,7 +205,7 @@ class GatewayServer:
             await server.start()
             self.server = server
             self.port = port
-            if self.config.metrics_port is not None:
+            if self.config.metrics_port is not None and self.metered:
                 self.metrics.serve(self.config.host, self.config.metrics_port)
             await self._apply_health(self.core.serving)
             log.info("gateway %s serving on %s:%d (%s)", self.name, self.config.host, port,
