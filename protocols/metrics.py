@@ -5,7 +5,8 @@ metric call per order); the pure cores know nothing of them. Two ways out, both 
 
 * the actors' metrics go through Ray's own per-node export (`ray.util.metrics`, wired in
   `cluster.edge.handles`), which prefixes every name with ``ray_``: ``raytrade_orders_total``
-  is scraped as ``ray_raytrade_orders_total``;
+  is scraped as ``ray_raytrade_orders_total``; each also carries a ``namespace`` label (the
+  raytrade cluster's Ray namespace) beside the ones declared here;
 * each gateway serves its own on ``/metrics`` (prometheus-client, `cluster.gateway.metrics`),
   names as declared here.
 

@@ -299,8 +299,8 @@ def _watch(cluster: Any, args: argparse.Namespace) -> int:
     from cluster.edge.wiring import gateway_statuses, metrics_endpoints
 
     gateways = gateway_statuses(cluster)
-    return watch(lambda: metrics_endpoints(gateways), interval_s=args.interval,
-                 count=args.count)
+    return watch(lambda: metrics_endpoints(gateways), namespace=cluster.namespace,
+                 interval_s=args.interval, count=args.count)
 
 
 def _status(args: argparse.Namespace) -> int:

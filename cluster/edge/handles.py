@@ -197,14 +197,17 @@ class RayMetrics:
     metric objects are made in the actor's process on first use.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        """Every series also carries ``namespace``: one Ray may run several raytrade
+        clusters (staging beside production, or tests)."""
         self._metrics: dict[str, tuple[Any, tuple[str, ...]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {}
+        return {"namespace": self.namespace}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        RayMetrics.__init__(self)
+        RayMetrics.__init__(self, state["namespace"])
 
     def _metric(self, name: str) -> tuple[Any, tuple[str, ...]]:
         """Return the Ray metric for ``name`` and its label names (made on first use)."""
@@ -215,14 +218,16 @@ class RayMetrics:
             from protocols.metrics import BY_NAME
 
             spec = BY_NAME[name]
+            keys = (*spec.labels, "namespace")
             metric: Any
             if spec.kind == "counter":
-                metric = ray_metrics.Counter(name, spec.help, tag_keys=spec.labels)
+                metric = ray_metrics.Counter(name, spec.help, tag_keys=keys)
             elif spec.kind == "gauge":
-                metric = ray_metrics.Gauge(name, spec.help, tag_keys=spec.labels)
+                metric = ray_metrics.Gauge(name, spec.help, tag_keys=keys)
             else:
                 metric = ray_metrics.Histogram(name, spec.help, boundaries=list(spec.buckets),
-                                               tag_keys=spec.labels)
+                                               tag_keys=keys)
+            metric.set_default_tags({"namespace": self.namespace})
             entry = self._metrics[name] = (metric, spec.labels)
         return entry
 

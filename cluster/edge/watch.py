@@ -109,9 +109,10 @@ def quantile(fraction: float, buckets: dict[float, float]) -> float | None:
     return lower
 
 
-def _quantiles(before: Series, after: Series, name: str, keys: Sequence[str]
+def _quantiles(before: Series, after: Series, name: str, keys: Sequence[str],
+               where: dict[str, str] | None = None,
                ) -> dict[tuple[str, ...], tuple[float | None, float | None]]:
-    grown = _increase(before, after, f"{name}_bucket", [*keys, "le"])
+    grown = _increase(before, after, f"{name}_bucket", [*keys, "le"], where)
     per_group: dict[tuple[str, ...], dict[float, float]] = {}
     for group, value in grown.items():
         per_group.setdefault(group[:-1], {})[float(group[-1])] = value
@@ -133,18 +134,21 @@ class ShardRow(msgspec.Struct, frozen=True, kw_only=True):
     """Journal position minus the reader's (None until both are known)."""
 
 
-def shard_rows(before: Scrape, after: Scrape) -> list[ShardRow]:
-    """Return per-shard figures between two scrapes (rates over the time between them)."""
+def shard_rows(before: Scrape, after: Scrape, namespace: str | None = None) -> list[ShardRow]:
+    """Return per-shard figures between two scrapes (rates over the time between them), of
+    the raytrade cluster in ``namespace`` (every one the Ray runs if None)."""
     seconds = max(after.at_s - before.at_s, 1e-9)
     old, new = before.samples, after.samples
-    orders = _increase(old, new, "ray_raytrade_orders_total", ["shard"])
+    mine = {"namespace": namespace} if namespace is not None else {}
+    orders = _increase(old, new, "ray_raytrade_orders_total", ["shard"], mine)
     rejects = _increase(old, new, "ray_raytrade_orders_total", ["shard"],
-                        {"outcome": "rejected"})
-    stages = _quantiles(old, new, "ray_raytrade_stage_duration_seconds", ["shard", "stage"])
+                        {**mine, "outcome": "rejected"})
+    stages = _quantiles(old, new, "ray_raytrade_stage_duration_seconds", ["shard", "stage"],
+                        mine)
     calls = _quantiles(old, new, "raytrade_gateway_shard_call_duration_seconds", ["shard"])
-    restarts = _sum_by(new, "ray_raytrade_actor_restarts_total", ["child"])
-    journal = _gauge(new, "ray_raytrade_journal_position_events")
-    reader = _gauge(new, "ray_raytrade_reader_position_events")
+    restarts = _sum_by(new, "ray_raytrade_actor_restarts_total", ["child"], mine)
+    journal = _gauge(new, "ray_raytrade_journal_position_events", mine)
+    reader = _gauge(new, "ray_raytrade_reader_position_events", mine)
     shards = sorted({group[0] for group in orders} | set(journal), key=_number)
     rows = []
     for shard in shards:
@@ -164,12 +168,13 @@ def shard_rows(before: Scrape, after: Scrape) -> list[ShardRow]:
     return rows
 
 
-def _gauge(samples: Series, name: str) -> dict[str, float]:
+def _gauge(samples: Series, name: str, where: dict[str, str]) -> dict[str, float]:
     # several workers may have reported one (a restarted actor's old series lingers): the max
     out: dict[str, float] = {}
     for (sample, labels), value in samples.items():
-        if sample == name:
-            shard = dict(labels).get("shard", "")
+        found = dict(labels)
+        if sample == name and all(found.get(key) == wanted for key, wanted in where.items()):
+            shard = found.get("shard", "")
             out[shard] = max(out.get(shard, value), value)
     return out
 
@@ -203,16 +208,17 @@ def _show(milliseconds: float | None) -> str:
     return "-" if milliseconds is None else f"{milliseconds:.3f} ms"
 
 
-def watch(targets: Callable[[], Sequence[str]], *, interval_s: float = 2.0,
-          count: int | None = None, out: TextIO = sys.stdout,
+def watch(targets: Callable[[], Sequence[str]], *, namespace: str | None = None,
+          interval_s: float = 2.0, count: int | None = None, out: TextIO = sys.stdout,
           sleep: Callable[[float], Any] = time.sleep) -> int:
-    """Print the view every ``interval_s`` (``count`` times, or until interrupted)."""
+    """Print the view of the cluster in ``namespace`` every ``interval_s`` (``count`` times,
+    or until interrupted)."""
     previous = scrape(targets())
     shown = 0
     while count is None or shown < count:
         sleep(interval_s)
         current = scrape(targets())
-        text = render(shard_rows(previous, current), current, interval_s)
+        text = render(shard_rows(previous, current, namespace), current, interval_s)
         if out.isatty():
             out.write("\x1b[H\x1b[2J")
         out.write(text + "\n")

@@ -122,7 +122,7 @@ class ShardStarter:
                       placement=placement_of(config, "reader"), log_factory=projection_log,
                       snapshot_every_events=config.snapshot_every_events,
                       recorder_factory=recorder,
-                      metrics=handles.RayMetrics() if config.metrics else None)
+                      metrics=handles.RayMetrics(namespace) if config.metrics else None)
         readers = {"reader": ReaderHandle(shard, namespace)}
         handles.spawn(
             BookActor, book_name(shard), namespace, shard, self.instruments,
@@ -134,7 +134,7 @@ class ShardStarter:
                                                         interval_ms=config.fsync_interval_ms),
                                             require_manifest=True),
             on_journal_failure=end_process,
-            metrics=handles.RayMetrics() if config.metrics else None,
+            metrics=handles.RayMetrics(namespace) if config.metrics else None,
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )
@@ -230,7 +230,7 @@ def _supervisor(name: str, children: Sequence[str], namespace: str, *, strategy:
     timing: dict[str, Any] = {} if ping_every_s is None else {"ping_every_s": ping_every_s}
     handles.spawn(Supervisor, name, namespace, name, list(children), probe=RayProbe(namespace),
                   strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild,
-                  metrics=handles.RayMetrics(), **timing)
+                  metrics=handles.RayMetrics(namespace), **timing)
 
 
 def shard_ping_every_s(config: ClusterConfig) -> float | None:

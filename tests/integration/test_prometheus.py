@@ -199,12 +199,14 @@ def flowed(deployment: tuple[Any, Any, str], prometheus: str) -> Counter[str]:
     return rejects
 
 
-def test_prometheus_scrapes_what_the_flow_did(prometheus: str, flowed: Counter[str]) -> None:
+def test_prometheus_scrapes_what_the_flow_did(deployment: tuple[Any, Any, str],
+                                              prometheus: str, flowed: Counter[str]) -> None:
     rejects = flowed
+    mine = f'namespace="{deployment[0].namespace}"'  # the session's Ray runs other clusters
 
-    _wait_for(prometheus, "sum(rate(ray_raytrade_orders_total[1m])) > 0", bool)
+    _wait_for(prometheus, f"sum(rate(ray_raytrade_orders_total{{{mine}}}[1m])) > 0", bool)
     by_code = _wait_for(
-        prometheus, 'sum by (code) (ray_raytrade_orders_total{outcome="rejected"})',
+        prometheus, f'sum by (code) (ray_raytrade_orders_total{{outcome="rejected",{mine}}})',
         lambda result: {row["metric"]["code"]: int(float(row["value"][1]))
                         for row in result} == dict(rejects))
     assert by_code
@@ -217,8 +219,8 @@ def test_prometheus_scrapes_what_the_flow_did(prometheus: str, flowed: Counter[s
     assert 0 < p99["SubmitOrders"] < 5, p99  # seen across scrapes: a rate, so a quantile
     invalid = _value(prometheus, 'sum(raytrade_gateway_rpcs_total{code="INVALID_ARGUMENT"})')
     assert invalid == 1
-    _wait_for(prometheus, 'sum(ray_raytrade_actor_restarts_total{child="reader-1"}) >= 1',
-              bool)
+    _wait_for(prometheus,
+              f'sum(ray_raytrade_actor_restarts_total{{child="reader-1",{mine}}}) >= 1', bool)
 
 
 def test_every_dashboard_expression_answers_over_declared_metrics(
@@ -259,7 +261,8 @@ def test_status_watch_reads_the_same_metrics(deployment: tuple[Any, Any, str],
     deadline = time.monotonic() + 30
     while True:  # the workers report about once a second
         time.sleep(1.0)
-        rows = {row.shard: row for row in shard_rows(before, scrape(endpoints))}
+        rows = {row.shard: row
+                for row in shard_rows(before, scrape(endpoints), cluster.namespace)}
         if shard in rows and rows[shard].orders_per_s > 0:
             break
         assert time.monotonic() < deadline, rows

@@ -275,3 +275,7 @@ def test_the_aks_files_agree_with_each_other_and_with_raytrade(tmp_path: Path) -
                    for k, v in monitor["spec"]["selector"]["matchLabels"].items())
         names = {p.get("name") for p in template["spec"]["containers"][0]["ports"]}
         assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in names
+    # and the gateway's own /metrics where the gateway runs (the head)
+    head_names = {p.get("name"): p["containerPort"]
+                  for p in templates["head"]["spec"]["containers"][0]["ports"]}
+    assert head_names[monitor["spec"]["podMetricsEndpoints"][1]["port"]] == 9464
