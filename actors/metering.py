@@ -56,7 +56,7 @@ class Meter:
         self.flush_every_s = flush_every_s
         self.max_observations = max_observations
         self.clock = clock
-        self._last_flush: float | None = None  # the clock is first read by `due`
+        self._last_flush: float | None = None  # never flushed: the first `due` is True
         self._counters: dict[str, dict[Labels, float]] = {}
         self._gauges: dict[str, dict[Labels, float]] = {}
         self._observations: dict[str, dict[Labels, list[float]]] = {}
@@ -113,12 +113,11 @@ class Meter:
         return reading
 
     def due(self) -> bool:
-        """Return whether ``flush_every_s`` has passed since the last flush (or the first
-        call)."""
-        now = self.clock()
+        """Return whether ``flush_every_s`` has passed since the last flush (the first call:
+        yes, so a restarted actor's gauges reach the exporter at once)."""
         if self._last_flush is None:
-            self._last_flush = now
-        return now - self._last_flush >= self.flush_every_s
+            return True
+        return self.clock() - self._last_flush >= self.flush_every_s
 
     def flush_due(self) -> bool:
         """Hand the reading to the exporter if ``flush_every_s`` has passed; return whether."""

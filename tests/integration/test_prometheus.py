@@ -263,7 +263,7 @@ def test_status_watch_reads_the_same_metrics(deployment: tuple[Any, Any, str],
         time.sleep(1.0)
         rows = {row.shard: row
                 for row in shard_rows(before, scrape(endpoints), cluster.namespace)}
-        if shard in rows and rows[shard].orders_per_s > 0:
+        if shard in rows and rows[shard].orders_per_s > 0 and rows[shard].lag_events is not None:
             break
         assert time.monotonic() < deadline, rows
     row = rows[shard]
