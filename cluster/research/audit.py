@@ -43,7 +43,6 @@ import argparse
 import datetime
 import enum
 import heapq
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -54,6 +53,7 @@ import msgspec
 from actors.core.engine import ORDER_ID_SHARD_BITS, MatchingEngine
 from actors.core.shard import CLIENT_ORDER_ID_WINDOW, ReplayDivergedError, build_shard
 from cluster.config import InstrumentRegistry, ShardMap, shard_instruments
+from cluster.research.times import parse_time_ns
 from cluster.storage import layout
 from cluster.storage.journal import read_batches
 from cluster.storage.shard import shard_directory
@@ -404,22 +404,6 @@ def format_time(ts_ns: int) -> str:
     moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
         seconds=seconds)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
-
-
-def parse_time_ns(text: str) -> int:
-    """Return nanoseconds since the epoch from an integer or an ISO 8601 time (UTC if naive)."""
-    text = text.strip()
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as error:
-        raise ValueError(f"time {text!r}: give nanoseconds since the epoch or ISO 8601, "
-                         f"e.g. 2026-12-02T14:30:00") from error
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    delta = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
 
 
 def _limits(limits: dict[str, Any]) -> str:

@@ -48,6 +48,7 @@ from cluster.research.recorder import (
     RecordedFile,
     decimal_price,
 )
+from cluster.research.times import parse_time_ns
 
 _UNITS: Final = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
                  "h": 3_600 * 10**9, "d": 86_400 * 10**9}
@@ -85,22 +86,6 @@ def interval_ns(interval: str | int) -> int:
     if nanoseconds <= 0:
         raise ValueError(f"interval {interval!r} must be longer than zero")
     return nanoseconds
-
-
-def parse_time_ns(text: str) -> int:
-    """Return nanoseconds since the epoch from an integer or an ISO 8601 time (UTC if naive)."""
-    if re.fullmatch(r"-?\d+", text.strip()):
-        return int(text)
-    try:
-        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as error:
-        raise ValueError(f"time {text!r}: give nanoseconds since the epoch or ISO 8601, "
-                         f"e.g. 2026-12-02T14:30:00") from error
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    delta = moment - epoch
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
 
 
 def _date(ts_ns: int) -> datetime.date:
