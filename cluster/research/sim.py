@@ -403,7 +403,8 @@ def _figure_class() -> Callable[..., Any]:
             "plotting needs matplotlib, which comes with the bench extra: "
             "pip install 'raytrade[bench]' (or pass --no-plots)"
         ) from error
-    return Figure
+    figure: Callable[..., Any] = Figure  # typed even where matplotlib (and its stubs) is absent
+    return figure
 
 
 def plot(result: SimResult, out_dir: str | Path) -> list[Path]:
