@@ -35,7 +35,9 @@ a fixed order, so concurrency changes nothing in the result.
 Series are integers in the instruments' price units (``10**-price_scale``) and quantity units;
 PnL is cash plus positions marked to the mid (else the last trade), gross of fees, summed over
 symbols (the demo instruments share one price scale). `plot` draws them with matplotlib (the
-``bench`` extra); `main` is the ``raytrade sim`` command.
+``bench`` extra); `save_data` writes the run's market data as Parquet and its events as numpy
+arrays, replayed from the journals (`cluster.research.recorder.record_journal`,
+`cluster.research.arrays.load_run`); `main` is the ``raytrade sim`` command.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -52,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from tqdm import tqdm
 
 from actors.core.positions import Position
@@ -77,7 +81,9 @@ from cluster.research.agents import (
     accounts_of,
     encode_market,
 )
+from cluster.research.arrays import ARRAY_NAMES, load_run
 from cluster.research.flow import demo_instruments
+from cluster.research.recorder import record_journal
 from cluster.storage import layout
 from cluster.storage.journal_files import list_segments
 from cluster.storage.shard import shard_directory
@@ -98,6 +104,10 @@ NAMESPACE = "raytrade-sim"
 """The Ray namespace `main` starts its cluster in."""
 STEP_TIMEOUT_S = 60.0
 """How long a step waits for an agent actor's answer."""
+MARKET_DATA = "market-data"
+"""The folder of ``--out`` that `main` records the run's market data into (Parquet)."""
+ARRAYS = "arrays.npz"
+"""The file of ``--out`` that `main` writes the run's events into (numpy arrays)."""
 
 
 class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -495,6 +505,40 @@ def plot(result: SimResult, out_dir: str | Path) -> list[Path]:
     return written
 
 
+# ------------------------------------------------------------------------------ data files
+
+
+def save_data(data_dir: str | Path, out_dir: str | Path, config: SimConfig,
+              progress: bool = True) -> list[Path]:
+    """Replay the journals of a run of ``config`` in ``data_dir`` into ``out_dir``; return the
+    paths written.
+
+    ``market-data/``: trades, top of book and L2 deltas as Parquet (`record_journal`'s layout,
+    for `cluster.research.queries.MarketData` and DuckDB); it must not exist yet (a recorder
+    resumes a recording it finds, so an earlier run's would hide this one's first events).
+    ``arrays.npz``: the arrays of `load_run` (orders, trades, cancels, replaces, rejects,
+    levels, top), with ``symbols``, ``accounts`` and ``price_scales`` (per symbol) for the
+    indexes they hold; ``np.load`` reads it without pickle. Raise `ConfigError` if
+    ``market-data`` exists.
+    """
+    out = Path(out_dir)
+    market_data = out / MARKET_DATA
+    if market_data.exists():
+        raise ConfigError(f"{market_data} exists: a recording goes into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    registry = config.registry()
+    record_journal(data_dir, market_data, registry, progress=progress)
+    run = load_run(data_dir, instruments=registry, progress=progress)
+    scales = {instrument.symbol: instrument.price_scale for instrument in run.instruments}
+    arrays = out / ARRAYS
+    np.savez_compressed(
+        arrays, **{name: getattr(run, name) for name in ARRAY_NAMES},
+        symbols=np.array(run.symbols, dtype=str), accounts=np.array(run.accounts, dtype=str),
+        price_scales=np.array([scales.get(symbol, 0) for symbol in run.symbols],
+                              dtype=np.int64))
+    return [market_data, arrays]
+
+
 # ------------------------------------------------------------------------------ raytrade sim
 
 
@@ -531,12 +575,14 @@ def build_parser(prog: str = "raytrade sim") -> argparse.ArgumentParser:
     parser.add_argument("--momentum", type=_count(0), default=defaults.momentum_traders,
                         help="momentum traders")
     parser.add_argument("--out", type=Path, default=Path("raytrade-sim"),
-                        help="folder for the plots and summary.json")
+                        help="folder for the plots, summary.json, series.json, arrays.npz and "
+                             "market-data/ (a rerun replaces them)")
     parser.add_argument("--data-dir",
                         help="journals (must hold none yet; kept after the run); default: a "
                              "temporary folder, removed at the end")
     parser.add_argument("--num-cpus", type=_count(1), default=2, help="CPUs the local Ray uses")
-    parser.add_argument("--no-plots", action="store_true", help="write only the JSON files")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="no PNGs (the JSON, numpy and Parquet files still)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
     return parser
@@ -544,8 +590,8 @@ def build_parser(prog: str = "raytrade sim") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``raytrade sim``; return its exit status (0 done, 1 the cluster failed, 2 bad
-    arguments or data dir or no matplotlib, 130/143 interrupted; everything started is
-    stopped in every case)."""
+    arguments, data dir or out folder, or no matplotlib, 130/143 interrupted; everything
+    started is stopped in every case)."""
     args = build_parser().parse_args(argv)
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -575,6 +621,12 @@ def _sim(args: argparse.Namespace) -> int:
                        noise_takers=args.takers, momentum_traders=args.momentum)
     if not args.no_plots:
         _figure_class()  # before anything starts: a missing extra is a user's mistake
+    out: Path = args.out
+    market_data = out / MARKET_DATA
+    if market_data.exists() and not (out / "summary.json").exists():
+        # replaced below only when an earlier run of this command wrote it (with its summary)
+        raise ConfigError(f"{market_data.resolve()} holds files that raytrade sim did not "
+                          f"write (no summary.json beside it): name another --out")
     run = LocalRun(verbose=args.verbose)
     try:
         fresh = args.data_dir is None
@@ -593,15 +645,17 @@ def _sim(args: argparse.Namespace) -> int:
                   f"{time.perf_counter() - started:.1f} s (journals in {data_dir}"
                   f"{', temporary' if fresh else ''})")
         result = run_sim(cluster, config, progress=not args.quiet)
+        # now, while the journals exist (a temporary data dir goes with run.close)
+        if market_data.exists():
+            shutil.rmtree(market_data)
+        data_files = save_data(data_dir, out, config, progress=not args.quiet)
     finally:
         run.close()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     written = [] if args.no_plots else plot(result, out)
     summary = result.summary()
     (out / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary)))
     (out / "series.json").write_bytes(msgspec.json.encode(result))
-    written += [out / "summary.json", out / "series.json"]
+    written += [out / "summary.json", out / "series.json", *data_files]
     _print_summary(result, summary, written)
     return 0
 

@@ -1,22 +1,25 @@
 """The scripts in examples/ run as a user runs them: each in its own process, with a timeout.
 
-quickstart.py and what_if.py --ray start (and must stop) a private Ray of their own;
-grpc_plain_client.py runs against a real cluster and gateway started here on the session's
-Ray; replay_to_numpy.py needs no Ray. Ray's temporary files go to a short private folder per
-script (its socket paths must stay under 108 bytes), which also tells whether the script left
-any Ray process behind.
+quickstart.py, simulation.py and what_if.py --ray start (and must stop) a private Ray of
+their own; grpc_plain_client.py runs against a real cluster and gateway started here on the
+session's Ray; replay_to_numpy.py needs no Ray. Ray's temporary files go to a short private
+folder per script (its socket paths must stay under 108 bytes), which also tells whether the
+script left any Ray process behind.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,7 @@ from tests.integration.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TIMEOUT_S = 180
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -64,6 +68,17 @@ def processes_using(folder: Path) -> list[str]:
     return found
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """Return a PNG's width and height; fail unless the file starts with the PNG signature
+    and an IHDR chunk and ends with the IEND chunk (a truncated file does not)."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} does not start with the PNG signature"
+    assert data[12:16] == b"IHDR", f"{path}: no IHDR chunk first"
+    assert data[-12:] == b"\0\0\0\0IEND\xaeB`\x82", f"{path} does not end with IEND"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_quickstart_trades_prints_positions_and_stops(ray_tmp: Path) -> None:
@@ -74,6 +89,43 @@ def test_quickstart_trades_prints_positions_and_stops(ray_tmp: Path) -> None:
     assert "fill: alice bought 10 AAPL from bob at 189.45" in out, out
     assert "alice AAPL: net -30" in out and "bob AAPL: net +30" in out, out
     assert out.rstrip().endswith("stopped")
+    assert processes_using(ray_tmp) == []
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_simulation_plots_and_summarises_a_seeded_run(ray_tmp: Path, tmp_path: Path) -> None:
+    """200 steps of the seeded simulation on a private Ray: the agents trade, the journal
+    replayed into numpy holds every trade the simulation counted, each symbol's last trade is
+    near its final fair value, the agents' PnL sums to zero, and the four plots are whole
+    PNGs in the folder given; no Ray process outlives the script."""
+    plots = tmp_path / "plots"
+    out = run_example("simulation.py", "--steps", "200", "--out", str(plots), ray_tmp=ray_tmp)
+    assert out.startswith("seed 7: 200 steps (20 s simulated), 4 symbols on 2 shards, "
+                          "7 agents"), out
+    counts = re.search(r"^([\d,]+) commands, ([\d,]+) trades \(([\d,]+) in the journal\)",
+                       out, re.MULTILINE)
+    assert counts is not None, out
+    commands, trades, journaled = (int(group.replace(",", "")) for group in counts.groups())
+    assert trades > 50 and journaled == trades and commands > trades, out
+
+    rows = re.findall(r"^(SYM\d) +(\d+\.\d\d) +(\d+\.\d\d) +(\d+)$", out, re.MULTILINE)
+    assert [row[0] for row in rows] == ["SYM0", "SYM1", "SYM2", "SYM3"], out
+    assert sum(int(row[3]) for row in rows) == trades, out
+    for _, fair_value, last_price, _ in rows:  # the makers quote around the fair value
+        assert abs(Decimal(fair_value) - Decimal(last_price)) < Decimal("0.5"), out
+
+    pnl = dict(re.findall(r"^  (\w+) +([+-][\d,]+\.\d\d)$", out, re.MULTILINE))
+    assert sorted(pnl) == ["mm0", "mm1", "momentum0", "noise0", "noise1", "noise2",
+                           "noise3"], out
+    assert sum(Decimal(value.replace(",", "")) for value in pnl.values()) == 0, out
+
+    names = ["prices.png", "spread.png", "volume.png", "pnl.png"]
+    assert f"plots: {', '.join(str(plots / name) for name in names)}" in out, out
+    assert sorted(path.name for path in plots.iterdir()) == sorted(names)
+    for name in names:
+        width, height = png_size(plots / name)
+        assert width >= 500 and height >= 200, (name, width, height)
     assert processes_using(ray_tmp) == []
 
 

@@ -1,26 +1,38 @@
 """The agent simulation on a real local Ray: reproducible to the journal's bytes, with any shards.
 
 Five short runs (300 steps of 100 ms each), each on a fresh cluster and data dir: seed 7 twice
-on 2 shards, seed 8 once on 2 shards, seed 7 twice on 4 shards.
+on 2 shards, seed 8 once on 2 shards, seed 7 twice on 4 shards. One more runs the ``raytrade
+sim`` command itself, as a subprocess with a private Ray of its own, and reads what it wrote
+with the tools a researcher uses (pyarrow, numpy).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from cluster.config import ClusterConfig, Topology
 from cluster.edge.wiring import Cluster, start_cluster
-from cluster.research.sim import SimConfig, SimResult, main, plot, run_sim
+from cluster.research.sim import SimConfig, SimResult, journal_digest, main, plot, run_sim
 from protocols.errors import ConfigError
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 STEPS = 300
+COMMAND_TIMEOUT_S = 240
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _names = itertools.count()
 
 Run = tuple[SimResult, dict[str, str], Path]
@@ -144,3 +156,101 @@ def test_the_command_refuses_a_data_dir_with_journals_before_starting_anything(
     assert status == 2
     assert "already holds journals" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_command_refuses_a_market_data_folder_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` holds market-data/ but no summary.json (not an earlier run's output): a
+    recorder would resume what it finds, so exit 2 before starting anything, deleting nothing."""
+    foreign = tmp_path / "out" / "market-data" / "theirs.parquet"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"not ours")
+    status = main(["--out", str(tmp_path / "out"), "--no-plots", "-q"])
+    assert status == 2
+    assert "raytrade sim did not write" in capsys.readouterr().err
+    assert foreign.read_bytes() == b"not ours"
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["market-data"]
+
+
+@pytest.fixture
+def ray_tmp() -> Iterator[Path]:
+    # short on purpose: Ray's socket paths under RAY_TMPDIR must stay below 108 bytes
+    folder = Path(tempfile.mkdtemp(prefix="rt-sim-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def processes_naming(folder: Path) -> list[str]:
+    """Return the command lines of running processes that name ``folder`` (Ray's, if any)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(folder) in command:
+                found.append(command)
+    return found
+
+
+def test_the_command_writes_plots_journals_parquet_and_numpy(
+    ray_tmp: Path, tmp_path: Path
+) -> None:
+    """``raytrade sim --steps 300 --data-dir D --out O`` in a user's shell (its own Ray): exit
+    0; four whole PNGs; D holds both shards' journals, whose digest is the summary's; O's
+    Parquet files read with pyarrow hold every trade, top of book and L2 delta, with the price
+    scale in their metadata; arrays.npz loads with numpy (no pickle) and agrees; the earlier
+    run's market-data/ in O is replaced, not resumed; no Ray process outlives the command."""
+    data_dir, out = tmp_path / "data", tmp_path / "out"
+    (out / "market-data" / "kind=trades").mkdir(parents=True)  # as if an earlier run wrote O
+    stale = out / "market-data" / "kind=trades" / "stale.parquet"
+    stale.write_bytes(b"an earlier run's file")
+    (out / "summary.json").write_text("{}")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(RAY_TMPDIR=str(ray_tmp), TMPDIR=str(ray_tmp), PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "cluster.edge.cli", "sim", "--seed", "7", "--steps", str(STEPS),
+         "--shards", "2", "--data-dir", str(data_dir), "--out", str(out), "-q"],
+        env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"raytrade sim: seed 7, {STEPS} steps" in done.stdout, done.stdout
+    assert processes_naming(ray_tmp) == []
+
+    for name in ("prices.png", "spread.png", "volume.png", "pnl.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", name
+        assert data[-8:-4] == b"IEND" and len(data) > 10_000, name
+
+    summary = json.loads((out / "summary.json").read_text())
+    trades = summary["trades"]
+    assert trades > 100 and summary["commands"] > trades
+    for shard in (0, 1):
+        segments = list((data_dir / f"shard-{shard}" / "journal").glob("*.seg"))
+        assert segments and sum(path.stat().st_size for path in segments) > 10_000, shard
+    assert journal_digest(data_dir, 2) == summary["journal_sha256"]
+
+    market_data = out / "market-data"
+    assert not stale.exists()
+    symbols = [f"SYM{k}" for k in range(4)]
+    recorded = {kind: pq.read_table(market_data / f"kind={kind}")
+                for kind in ("trades", "top_of_book", "l2")}
+    assert recorded["trades"].num_rows == trades
+    assert sorted(set(recorded["trades"].column("symbol").to_pylist())) == symbols
+    assert sum(recorded["trades"].column("quantity").to_pylist()) == sum(
+        summary["volume"].values())
+    assert recorded["top_of_book"].num_rows > 0 and recorded["l2"].num_rows > trades
+    for path in market_data.glob("kind=*/symbol=*/date=*/*.parquet"):
+        metadata = pq.read_metadata(path).metadata
+        assert metadata[b"raytrade.price_scale"] == b"2", path
+
+    with np.load(out / "arrays.npz", allow_pickle=False) as arrays:
+        assert list(arrays["symbols"]) == symbols
+        assert list(arrays["price_scales"]) == [2, 2, 2, 2]
+        assert len(arrays["trades"]) == trades
+        assert int(arrays["trades"]["quantity"].sum()) == sum(summary["volume"].values())
+        assert len(arrays["levels"]) == recorded["l2"].num_rows
+        assert len(arrays["orders"]) > 0 and len(arrays["top"]) > 0
+        assert set(arrays["accounts"]) == set(summary["final_pnl"])
