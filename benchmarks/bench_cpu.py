@@ -8,7 +8,9 @@ supervisors, directory, idle workers; all found as descendants of this driver, w
 Ray), this driver, and the load generators (each reads its own CPU around its load and
 reports it). The loads:
 
-1. batched gRPC ``SubmitOrders``: 1000 orders per call, 2 client processes x 2 calls in flight;
+1. batched gRPC ``SubmitOrders``: 1000 orders per call, 2 client processes x 2 calls in flight,
+   typed (``orders``, protobuf messages), then the same load packed (``packed_orders``,
+   MessagePack rows; key ``batched_grpc_packed_us_per_order``);
 2. single-order gRPC ``SubmitOrder`` at 200/s, open loop (each sent at its scheduled time);
 3. the Python client (`cluster.clients.ray_client.Client`), batches of 1000, 4 in flight;
 4. no load at all: the idle CPU per second of the whole cluster;
@@ -227,9 +229,17 @@ def _channel_options() -> list[tuple[str, int]]:
             ("grpc.max_send_message_length", 64 << 20)]
 
 
+def packed_order_row(fields: dict[str, Any]) -> tuple[Any, ...]:
+    """Return the order as a row of ``SubmitOrdersRequest.packed_orders`` (what
+    `cluster.clients.grpc_client.packed_order` builds: NewOrderRequest's fields in order)."""
+    return ("", fields["client_order_id"], fields["symbol"], 1 if fields["buy"] else 2, 1,
+            2 if fields["ioc"] else 1, fields["quantity"], fields["price"])
+
+
 def _batched_worker(address: str, account: str, calls: int, batch: int, in_flight: int,
-                    warmup_calls: int, go: Any, results: Any) -> None:
+                    warmup_calls: int, packed: bool, go: Any, results: Any) -> None:
     import grpc
+    import msgspec
 
     from protocols.generated import trading_pb2 as pb
     from protocols.generated import trading_pb2_grpc as pb_grpc
@@ -240,9 +250,16 @@ def _batched_worker(address: str, account: str, calls: int, batch: int, in_fligh
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     rng = random.Random(account)
     serial = 0
+    pack = msgspec.msgpack.Encoder().encode
 
     def build() -> Any:
         nonlocal serial
+        if packed:
+            rows = []
+            for _ in range(batch):
+                serial += 1
+                rows.append(packed_order_row(order_fields(instruments, account, serial, rng)))
+            return pb.SubmitOrdersRequest(packed_orders=pack(rows))
         request = pb.SubmitOrdersRequest()
         for _ in range(batch):
             serial += 1
@@ -512,6 +529,7 @@ def print_table(report: dict[str, Any]) -> None:
     """Print the figures: one row per load, one column per role."""
     rows = [
         ("batched gRPC, us/order", report["batched_grpc"]),
+        ("batched gRPC packed, us/order", report["batched_grpc_packed"]),
         ("single gRPC 200/s, us/order", report["single_grpc"]),
         ("Python client, us/order", report["client_batched"]),
         ("in-process shard, us/order", report["in_process"]),
@@ -647,11 +665,24 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"orders x {batched_calls} calls ...", flush=True)
         used = run_generators(meter, settle, [
             (_batched_worker, (address, f"batched{index}-{run}", batched_calls, batch,
-                               in_flight, 3))
+                               in_flight, 3, False))
             for index in range(processes)
         ], timeout_s=300)
         orders = sum(row["orders"] for row in used["rows"])
         report["batched_grpc"] = {
+            **per_order(used, orders, idle_s_per_s),
+            "rejected": sum(row["rejected"] for row in used["rows"]),
+            "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
+        }
+
+        print("(1b) batched gRPC, packed orders: the same load ...", flush=True)
+        used = run_generators(meter, settle, [
+            (_batched_worker, (address, f"packed{index}-{run}", batched_calls, batch,
+                               in_flight, 3, True))
+            for index in range(processes)
+        ], timeout_s=300)
+        orders = sum(row["orders"] for row in used["rows"])
+        report["batched_grpc_packed"] = {
             **per_order(used, orders, idle_s_per_s),
             "rejected": sum(row["rejected"] for row in used["rows"]),
             "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
@@ -733,6 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["machine"]["load_average_at_end"] = os.getloadavg()
     headline = {
         "batched_grpc_us_per_order": report["batched_grpc"]["total_us_per_order"],
+        "batched_grpc_packed_us_per_order": report["batched_grpc_packed"]["total_us_per_order"],
         "single_grpc_us_per_order": report["single_grpc"]["total_us_per_order"],
         "client_batched_us_per_order": report["client_batched"]["total_us_per_order"],
         "idle_ms_per_s": report["idle"]["total_ms_per_s"],

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import msgspec
 
 from protocols.errors import ERROR_KIND_KEY, MarketDataGapError, RaytradeError, from_status
 from protocols.generated import trading_pb2 as pb
@@ -121,6 +122,44 @@ def new_order(
     )
 
 
+PackedOrder = tuple[str, str, str, int, int, int, int, int, str, bool, int]
+"""One order of `SubmitOrdersRequest.packed_orders`: `NewOrderRequest`'s fields in order."""
+
+
+def packed_order(
+    symbol: str,
+    side: str | int,
+    quantity: int,
+    price: int = 0,
+    *,
+    client_order_id: str | None = None,
+    account: str = "",
+    time_in_force: str | int = 0,
+    post_only: bool = False,
+    self_trade_prevention: int = 0,
+    price_decimal: str = "",
+) -> PackedOrder:
+    """Build a new order as `new_order` does, as a row for `TradingClient.submit_packed`.
+
+    Rows are plain tuples, so a client that sends many orders may also build them itself
+    (docs/GATEWAY.md, "Packed orders"): building one costs a fraction of a protobuf message.
+    """
+    return (
+        account,
+        client_order_id or next_client_order_id(),
+        symbol,
+        SIDES[side] if isinstance(side, str) else side,
+        pb.ORDER_TYPE_LIMIT if price or price_decimal else pb.ORDER_TYPE_MARKET,
+        TIMES_IN_FORCE[time_in_force] if isinstance(time_in_force, str) else time_in_force,
+        quantity,
+        price,
+        price_decimal,
+        post_only,
+        self_trade_prevention,
+    )
+
+
+_packer = msgspec.msgpack.Encoder()
 _counter = itertools.count(1)
 _prefix = f"{os.getpid():x}-{time.time_ns() // 1_000_000:x}"
 
@@ -229,6 +268,13 @@ class TradingClient:
         reply: pb.SubmitOrdersResponse = self._call(
             "SubmitOrders", pb.SubmitOrdersRequest(orders=orders), retry=True
         )
+        return reply
+
+    def submit_packed(self, orders: Sequence[Sequence[Any]]) -> pb.SubmitOrdersResponse:
+        """Send a batch of packed orders (`packed_order` rows); the same answer as
+        `submit_orders` for the same orders, for much less CPU on both sides."""
+        request = pb.SubmitOrdersRequest(packed_orders=_packer.encode(orders))
+        reply: pb.SubmitOrdersResponse = self._call("SubmitOrders", request, retry=True)
         return reply
 
     def cancel_order(

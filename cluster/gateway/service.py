@@ -293,10 +293,18 @@ class TradingService(_Base, pb_grpc.TradingServiceServicer):
     ) -> pb.SubmitOrdersResponse:
         principal = self._principal(context)
         origin = self._origin(principal, context)
-        batch = self.converter.new_orders(
-            request.orders, principal.only_account, self._now_ns(), self.config.max_batch_orders,
-            origin=origin,
-        )
+        if request.packed_orders:
+            if request.orders:
+                raise InvalidFieldError("packed_orders", "set orders or packed_orders, not both")
+            batch = self.converter.new_orders_packed(
+                request.packed_orders, principal.only_account, self._now_ns(),
+                self.config.max_batch_orders, origin=origin,
+            )
+        else:
+            batch = self.converter.new_orders(
+                request.orders, principal.only_account, self._now_ns(),
+                self.config.max_batch_orders, origin=origin,
+            )
         per_account = Counter(batch.accounts)
         principal.check_accounts(per_account)
         for account, count in per_account.items():

@@ -244,10 +244,12 @@ class SubmitOrderResponse(_message.Message):
     def __init__(self, reports: _Optional[_Iterable[_Union[ExecutionReport, _Mapping]]] = ...) -> None: ...
 
 class SubmitOrdersRequest(_message.Message):
-    __slots__ = ("orders",)
+    __slots__ = ("orders", "packed_orders")
     ORDERS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_ORDERS_FIELD_NUMBER: _ClassVar[int]
     orders: _containers.RepeatedCompositeFieldContainer[NewOrderRequest]
-    def __init__(self, orders: _Optional[_Iterable[_Union[NewOrderRequest, _Mapping]]] = ...) -> None: ...
+    packed_orders: bytes
+    def __init__(self, orders: _Optional[_Iterable[_Union[NewOrderRequest, _Mapping]]] = ..., packed_orders: _Optional[bytes] = ...) -> None: ...
 
 class SubmitOrdersResponse(_message.Message):
     __slots__ = ("order_ids", "filled_quantities", "open_quantities", "rejections")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import msgspec
 import pytest
 import ray
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,7 +26,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.clients.grpc_client import ClientTls, LocalBook, TradingClient, new_order
+from cluster.clients.grpc_client import (
+    ClientTls,
+    LocalBook,
+    TradingClient,
+    new_order,
+    packed_order,
+)
 from cluster.config import ClusterConfig, InstrumentRegistry
 from cluster.edge.wiring import Cluster, GatewayGroup, start_cluster, start_gateways
 from cluster.gateway.auth import hash_token
@@ -267,6 +274,41 @@ def test_batch_submit_answers_in_columns(alice: TradingClient) -> None:
     assert rejection.code == pb.REJECT_CODE_DUPLICATE_CLIENT_ORDER_ID
     assert rejection.order_id == reply.order_ids[0]
     assert alice.mass_cancel("SPY").cancelled_orders >= 50
+
+
+def test_packed_orders_are_answered_as_typed_orders(alice: TradingClient) -> None:
+    """The same orders packed (MessagePack rows in `packed_orders`) and typed get the same
+    columns: ids, fills, open quantities and rejections by index; a malformed packed order
+    refuses the call naming its field, and a call may not carry both kinds."""
+    prefix = unique("packed")
+    rows = [packed_order("SPY", "buy", 1, price=49000 + i, client_order_id=f"{prefix}-{i}")
+            for i in range(20)]
+    rows.append(packed_order("SPY", "buy", 1, price=49000, client_order_id=f"{prefix}-0"))
+    rows.append(packed_order("SPY", "sell", 2, time_in_force="ioc",
+                             client_order_id=f"{prefix}-take"))
+    reply = alice.submit_packed(rows)
+    assert len(reply.order_ids) == 22 and all(reply.order_ids[:20])
+    (rejection,) = reply.rejections
+    assert rejection.index == 20
+    assert rejection.code == pb.REJECT_CODE_DUPLICATE_CLIENT_ORDER_ID
+    assert rejection.order_id == reply.order_ids[0]
+    # the market sell found at least the 20 lots bid above: filled whole, nothing left open
+    assert reply.filled_quantities[21] == 2 and reply.open_quantities[21] == 0
+    assert reply.filled_quantities[0] == 0 and reply.open_quantities[0] == 1
+    assert alice.order(reply.order_ids[0]).client_order_id == f"{prefix}-0"
+    with pytest.raises(InvalidRequestError) as caught:
+        alice.submit_packed([packed_order("SPY", "buy", 0, price=49000)])
+    assert caught.value.details.startswith("packed_orders[0].quantity:"), caught.value.details
+    with pytest.raises(InvalidRequestError) as caught:
+        alice.submit_packed([("", "x", "SPY", 1, 1, 0, "ten")])
+    assert caught.value.details.startswith("packed_orders[0].quantity:"), caught.value.details
+    both = pb.SubmitOrdersRequest(orders=[new_order("SPY", "buy", 1, price=49000)],
+                                  packed_orders=msgspec.msgpack.encode(
+                                      [packed_order("SPY", "buy", 1, price=49000)]))
+    with pytest.raises(InvalidRequestError) as caught:
+        alice._call("SubmitOrders", both)
+    assert caught.value.details.startswith("packed_orders: set orders or packed_orders")
+    assert alice.mass_cancel("SPY").cancelled_orders >= 18  # 20 bids, 2 lots sold
 
 
 def test_a_retried_order_is_never_entered_twice(alice: TradingClient) -> None:

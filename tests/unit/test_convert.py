@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.core.engine import MatchingEngine
 from protocols import errors, generate
-from protocols.convert import Converter, InvalidFieldError, check_id, check_seq
+from protocols.convert import Converter, InvalidFieldError, OrderBatch, check_id, check_seq
 from protocols.generated import trading_pb2 as pb
 from protocols.messages import (
     INT64_MAX,
@@ -33,6 +34,7 @@ from protocols.messages import (
     Trade,
     encode,
 )
+from protocols.requests import PackedOrder
 from protocols.rows import (
     GatewayShardRow,
     OrderRow,
@@ -251,6 +253,90 @@ def test_batch_size_limits(converter: Converter) -> None:
         converter.new_orders([], None, 1, max_orders=10)
     with pytest.raises(InvalidFieldError, match="exceed the limit of 2"):
         converter.new_orders([order()] * 3, None, 1, max_orders=2)
+
+
+def packed(*requests: pb.NewOrderRequest) -> bytes:
+    """Return typed orders as ``packed_orders`` (each NewOrderRequest field in number order)."""
+    fields = [field.name for field in pb.NewOrderRequest.DESCRIPTOR.fields]
+    return msgspec.msgpack.encode(
+        [[getattr(request, name) for name in fields] for request in requests])
+
+
+def test_packed_fields_are_new_order_request_fields_in_number_order() -> None:
+    """The packed row is NewOrderRequest field by field: the proto's numbers define it."""
+    numbered = sorted(pb.NewOrderRequest.DESCRIPTOR.fields, key=lambda field: field.number)
+    assert PackedOrder.__struct_fields__ == tuple(field.name for field in numbered)
+    assert [field.number for field in numbered] == list(range(1, len(numbered) + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=st.builds(
+    pb.NewOrderRequest,
+    account=st.sampled_from(["", "alice", "has space", "x" * 65, "é"]),
+    client_order_id=st.sampled_from(["", "c-1", "x" * 64, "x" * 65, "tab\t", "~!"]),
+    symbol=st.sampled_from(["AAPL", "ESZ6", "EURUSD", "NOPE", ""]),
+    side=st.integers(-1, 3), order_type=st.integers(0, 3), time_in_force=st.integers(0, 4),
+    quantity=st.sampled_from([-1, 0, 1, 1000, 1500, 2**63 - 1, -2**63]),
+    price=st.sampled_from([0, -25, 1, 25, 560000, 560010, 400000, 700025, 2**63 - 1]),
+    price_decimal=st.sampled_from(["", "5600.25", "1.5", "1e3", "+5600.25", "5600.250"]),
+    post_only=st.booleans(), self_trade_prevention=st.integers(0, 4),
+))
+def test_packed_orders_convert_exactly_as_typed_orders(request: pb.NewOrderRequest) -> None:
+    """The same order packed and typed gives the same rows, or the same refusal of the same
+    field (``packed_orders[0].x`` for ``orders[0].x``)."""
+    converter = Converter(INSTRUMENTS, SHARDS)
+    try:
+        typed: OrderBatch | InvalidFieldError = converter.new_orders(
+            [request, order(client_order_id="next")], "dflt", 9, max_orders=10, origin="o")
+    except InvalidFieldError as error:
+        typed = error
+    try:
+        fast = converter.new_orders_packed(packed(request, order(client_order_id="next")),
+                                           "dflt", 9, max_orders=10, origin="o")
+    except InvalidFieldError as error:
+        assert isinstance(typed, InvalidFieldError), error
+        assert error.field == "packed_" + typed.field and error.reason == typed.reason
+        return
+    assert isinstance(typed, OrderBatch)
+    assert encode(fast.rows) == encode(typed.rows)
+    assert (fast.accounts, fast.symbols, fast.shards) == (
+        typed.accounts, typed.symbols, typed.shards)
+
+
+def test_trailing_packed_fields_may_be_left_out(converter: Converter) -> None:
+    """A row may stop after order_type: the rest take NewOrderRequest's defaults."""
+    short = msgspec.msgpack.encode([["alice", "c-1", "AAPL", 1, 2]])  # a market buy of 0
+    with pytest.raises(InvalidFieldError) as caught:
+        converter.new_orders_packed(short, None, 1, max_orders=10)
+    assert caught.value.field == "packed_orders[0].quantity"
+    rows = msgspec.msgpack.encode([["alice", "c-1", "AAPL", 1, 1, 0, 10, 18950]])
+    batch = converter.new_orders_packed(rows, None, 1, max_orders=10)
+    assert encode(batch.rows) == encode([converter.new_order(order(), None, 1)])
+
+
+@pytest.mark.parametrize(("data", "field", "reason"), [
+    (b"\xc1", "packed_orders", "is not MessagePack"),
+    (msgspec.msgpack.encode({"a": 1}), "packed_orders", "expected `array`, got `object`"),
+    (msgspec.msgpack.encode([5]), "packed_orders[0]", "expected `array`, got `int`"),
+    (msgspec.msgpack.encode([["alice", "c-1", "AAPL"]]), "packed_orders[0]",
+     "expected `array` of at least length 5, got 3"),
+    (msgspec.msgpack.encode([["alice", "c-1", "AAPL", 1, 1, 0, 10, 18950, "", False, 0, 7]]),
+     "packed_orders[0]", "expected `array` of at most length 11, got 12"),
+    (msgspec.msgpack.encode([["alice", "c-1", "AAPL", 1, 1, 0, "10", 18950]]),
+     "packed_orders[0].quantity", "expected `int`, got `str`"),
+    (msgspec.msgpack.encode([["alice", "c-1", "AAPL", 1, 1, 0, 10, 2**64 - 1]]),
+     "packed_orders[0].price", "expected `int` <= 9223372036854775807"),
+    (msgspec.msgpack.encode([["alice", "c-1", "AAPL", 2**40, 1]]),
+     "packed_orders[0].side", "expected `int` <= 2147483647"),
+    (msgspec.msgpack.encode([]), "packed_orders", "must hold at least one order"),
+])
+def test_malformed_packed_orders_name_the_field(converter: Converter, data: bytes, field: str,
+                                                reason: str) -> None:
+    """What msgspec refuses while decoding is named like every other invalid field."""
+    with pytest.raises(InvalidFieldError) as caught:
+        converter.new_orders_packed(data, None, 1, max_orders=10)
+    assert caught.value.field == field
+    assert caught.value.reason.startswith(reason), caught.value.reason
 
 
 PRICE_TEXTS = ["5600.25", "5600.5", "5600.50", "5600.10", "5600.255", "5600.250", "1e999997",
