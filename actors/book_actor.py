@@ -15,7 +15,10 @@ One book actor per shard runs, in order, for each command batch:
 The class is plain Python: cluster wiring wraps it with ``ray.remote``; tests and benchmarks
 run it in-process. Its collaborators that touch Ray or the disk are injected: an `EventSink`
 (publication) and a `ShardLog` (journal and snapshots). So are its clocks: tests pass fake
-ones, so time-based snapshots happen exactly when a test says.
+ones, so time-based snapshots happen exactly when a test says. So is tracing: given a
+``tracer_factory`` (an OpenTelemetry `Tracer`), each batch is a ``raytrade.shard/batch`` span
+linked to the spans of the requests in it, with the journal append as a child span
+(`actors.tracing`); without one nothing is traced and OpenTelemetry is not even imported.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -58,6 +61,11 @@ from protocols.messages import (
     encode,
 )
 from protocols.rows import OrderRow, ShardStatusRow
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+    from actors.tracing import ShardTracing
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,7 @@ class BookActor:
         log_factory: Callable[[], ShardLog] | None = None,
         on_journal_failure: Callable[[str], None] | None = None,
         metrics: MetricsExporter | None = None,
+        tracer_factory: Callable[[], Tracer] | None = None,
         snapshot_every_events: int = 200_000,
         snapshot_every_s: float = 300.0,
         client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
@@ -197,7 +206,8 @@ class BookActor:
         and a zombie (a process whose node was declared dead and came back) is gone instead
         of lingering. Without one this actor only refuses every later call.
         ``metrics`` receives what each batch did (`BatchMeter`), about once a second; None
-        records nothing.
+        records nothing. ``tracer_factory`` makes this process's `Tracer` (called here, in
+        the actor's process); None traces nothing.
         """
         tune_gc()
         self.clock = clock
@@ -210,6 +220,11 @@ class BookActor:
         self.log = log_factory() if log_factory is not None else None
         self.on_journal_failure = on_journal_failure
         self.meter = BatchMeter(shard_id, Meter(metrics, clock=clock)) if metrics else None
+        self.tracing: ShardTracing | None = None
+        if tracer_factory is not None:
+            from actors.tracing import ShardTracing  # only a tracing process loads OpenTelemetry
+
+            self.tracing = ShardTracing(tracer_factory(), shard_id)
         self.risk, self.engine = self._recover()
         self._last_snapshot_seq = self.engine.next_seq
         self._last_snapshot_at = clock()
@@ -275,7 +290,8 @@ class BookActor:
         """
         return self.apply(decode_commands(payload))
 
-    def apply_batch_with_ends(self, payload: bytes, origin: str = "") -> bytes:
+    def apply_batch_with_ends(self, payload: bytes, origin: str = "",
+                              traceparents: Sequence[str] = ()) -> bytes:
         """Like `apply_batch`, but return ``msgpack([ends, events])`` where ``ends[i]`` is the index
         just past command ``i``'s events: a gateway that coalesced many requests into one
         batch splits the reply exactly.
@@ -283,15 +299,25 @@ class BookActor:
         ``origin`` is the reader name of the caller (a gateway): its events are not published
         to that reader, which takes them from this reply. A caller that never sees the reply
         (a timeout, a lost answer) catches up from the journal.
+
+        ``traceparents`` are the W3C trace contexts of the requests in the batch (empty when
+        the caller does not trace): the batch's span links to each of them.
         """
         ends: list[int] = []
-        reply = self.apply(decode_commands(payload), ends, origin)
+        reply = self.apply(decode_commands(payload), ends, origin, traceparents)
         return _encode_with_ends(ends, reply)
 
     def apply(self, commands: Sequence[Command], ends: list[int] | None = None,
-              origin: str = "") -> bytes:
+              origin: str = "", traceparents: Sequence[str] = ()) -> bytes:
         """Apply a decoded command batch; return its encoded events (see `apply_batch`;
-        ``origin`` as in `apply_batch_with_ends`)."""
+        ``origin`` and ``traceparents`` as in `apply_batch_with_ends`)."""
+        if self.tracing is None:
+            return self._apply(commands, ends, origin, None)
+        with self.tracing.batch(len(commands), origin, traceparents) as span:
+            return self._apply(commands, ends, origin, span)
+
+    def _apply(self, commands: Sequence[Command], ends: list[int] | None, origin: str,
+               span: Span | None) -> bytes:
         if self._failed is not None:
             raise RuntimeError(f"shard {self.shard_id} stopped serving: {self._failed}")
         if not commands:
@@ -301,20 +327,20 @@ class BookActor:
         events = self.engine.apply(commands, ends)
         matched = time.perf_counter()
         last_seq = self.engine.next_seq - 1
+        if span is not None:
+            span.set_attribute("raytrade.events", len(events))
         if not events:
             # nothing changed (e.g. a mass cancel with nothing to cancel): nothing to journal,
             # and a replay without this batch reaches the same state
             return encode([])
+        if span is not None:
+            span.set_attributes({"raytrade.first_seq": first_seq, "raytrade.last_seq": last_seq})
         if self.log is not None:
-            try:
-                self.log.append(first_seq, last_seq, commands)
-            except BaseException as error:
-                self._failed = f"journal append failed: {error!r}"
-                log.critical("shard %d: %s; refusing all further batches", self.shard_id,
-                             self._failed)
-                if self.on_journal_failure is not None:
-                    self.on_journal_failure(self._failed)
-                raise
+            if self.tracing is None:
+                self._journal(self.log, first_seq, last_seq, commands)
+            else:
+                with self.tracing.journal(first_seq, last_seq, len(commands)):
+                    self._journal(self.log, first_seq, last_seq, commands)
         journaled = time.perf_counter()
         payload = encode(events)
         if self.sink is not None:
@@ -331,6 +357,18 @@ class BookActor:
         ):
             self.snapshot()
         return payload
+
+    def _journal(self, shard_log: ShardLog, first_seq: int, last_seq: int,
+                 commands: Sequence[Command]) -> None:
+        try:
+            shard_log.append(first_seq, last_seq, commands)
+        except BaseException as error:
+            self._failed = f"journal append failed: {error!r}"
+            log.critical("shard %d: %s; refusing all further batches", self.shard_id,
+                         self._failed)
+            if self.on_journal_failure is not None:
+                self.on_journal_failure(self._failed)
+            raise
 
     def snapshot(self) -> int:
         """Write a snapshot now; return the first event it does not cover."""

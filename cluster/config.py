@@ -199,6 +199,12 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
     metrics: bool = True
     """Actors and gateways record metrics (`protocols.metrics`; off: for measuring what they
     cost, `benchmarks/bench_metrics.py`)."""
+    traces: str = ""
+    """Where gateways and book actors export OpenTelemetry spans (`cluster.tracing`): ``""``
+    follows ``OTEL_TRACES_EXPORTER`` of the process that starts the cluster (unset: off),
+    ``"none"`` is off, else exporter names, comma separated: ``console``, ``file`` (JSON
+    lines under ``<data_dir>/traces``), ``otlp`` (needs opentelemetry-exporter-otlp-proto-grpc)
+    or any installed OpenTelemetry traces exporter."""
     record_market_data: bool = False
     """Each shard's reader also records trades, top of book and L2 deltas as Parquet files
     under ``<data_dir>/market-data`` (`cluster.research.recorder`; query with `raytrade

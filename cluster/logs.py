@@ -23,6 +23,10 @@ environment instead: `configure_logging_from_env` reads ``RAYTRADE_LOG_FORMAT`` 
 worker logging stays as it is by default. Run it as the job's ``worker_process_setup_hook``
 (``"cluster.logs.configure_logging_from_env"``) with the variables in the runtime env.
 
+A line with fields logged while an OpenTelemetry span is current (in the gateway: inside an
+RPC's server span, `cluster.gateway.tracing`) also gets ``trace_id`` and ``span_id``, in W3C
+hex, so a reject or a refusal leads to its trace (`trace_fields`).
+
 Hot paths do not log: a normal order never produces a line; a reject, a refusal or an admin
 action does, and a caller that would have to scan a batch to find them checks
 ``logger.isEnabledFor`` first.
@@ -49,6 +53,7 @@ __all__ = [
     "configure_logging",
     "configure_logging_from_env",
     "log_event",
+    "trace_fields",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -69,16 +74,39 @@ def log_event(
 ) -> None:
     """Log ``message % args`` at ``level`` with the event's name and structured ``fields``.
 
-    Costs one level check when the level is off.
+    Costs one level check when the level is off. Inside a span, the fields get its
+    ``trace_id`` and ``span_id`` (`trace_fields`).
     """
     if logger.isEnabledFor(level):
-        logger.log(level, message, *args, extra={FIELDS: {"event": event, **fields}},
-                   stacklevel=2)
+        logger.log(level, message, *args,
+                   extra={FIELDS: {"event": event, **fields, **trace_fields()}}, stacklevel=2)
+
+
+def trace_fields() -> dict[str, str]:
+    """Return ``trace_id`` and ``span_id`` of the current OpenTelemetry span ({} if none)."""
+    # a process that never imported OpenTelemetry has no span (and need not pay tens of
+    # milliseconds to import the API to learn that)
+    api = sys.modules.get("opentelemetry.trace")
+    if api is None:
+        return {}
+    context = api.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": api.format_trace_id(context.trace_id),
+            "span_id": api.format_span_id(context.span_id)}
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     fields = getattr(record, FIELDS, None)
-    return fields if isinstance(fields, Mapping) else {}
+    if not isinstance(fields, Mapping):
+        return {}
+    if "trace_id" not in fields:
+        # a line given its fields with ``extra=`` rather than `log_event`: formatted in the
+        # thread that logged it (a stream handler), so the span is still the current one
+        traced = trace_fields()
+        if traced:
+            return {**fields, **traced}
+    return fields
 
 
 def _plain(value: Any) -> Any:

@@ -549,12 +549,17 @@ class BookHandle(_ShardActor):
         """Apply an encoded command batch; the answer is its encoded events."""
         return self.send("apply_batch", payload)
 
-    def apply_batch_with_ends(self, payload: bytes, origin: str = "") -> Call[bytes]:
+    def apply_batch_with_ends(self, payload: bytes, origin: str = "",
+                              traceparents: Sequence[str] = ()) -> Call[bytes]:
         """Apply an encoded batch; the answer also says where each command's events end.
 
         ``origin``: the caller's reader name (a gateway's), so the book does not push the
-        batch's events back to the caller, which has them in this answer.
+        batch's events back to the caller, which has them in this answer. ``traceparents``:
+        the W3C trace contexts of the requests in the batch, for the book's span links
+        (empty, and not sent at all, when the caller does not trace).
         """
+        if traceparents:
+            return self.send("apply_batch_with_ends", payload, origin, list(traceparents))
         return self.send("apply_batch_with_ends", payload, origin)
 
     def l1(self, symbol: str) -> Call[Any]:

@@ -17,6 +17,10 @@ Per shard ``k``: ``book-k`` is the shard's sequencer (`actors.book_actor.BookAct
 Every actor is started by `cluster.edge.handles.spawn`: Ray restarts a dead process
 (``max_restarts=-1``, the constructor recovers), never retries a call (``max_task_retries=0``);
 the supervisors own the policy above that. Nothing here calls Ray directly.
+
+Switches reach every actor in its arguments, never through a process's environment: metrics
+(``ClusterConfig.metrics``) and traces (``ClusterConfig.traces``, made explicit by
+`cluster.tracing.resolve` where the cluster starts, so every node traces alike).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from actors.directory import Directory
 from actors.gateway_actor import GatewayActor
 from actors.projections import ShardReader
 from actors.supervisor import Supervisor
+from cluster import tracing
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, Topology, shard_instruments
 from cluster.edge import handles
 from cluster.edge.handles import (
@@ -135,6 +140,7 @@ class ShardStarter:
                                             require_manifest=True),
             on_journal_failure=end_process,
             metrics=handles.RayMetrics(namespace) if config.metrics else None,
+            tracer_factory=tracing.tracer_factory(config, "raytrade.shard"),
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )
@@ -290,7 +296,7 @@ def start_gateways(
     `GatewayStartError`.
     """
     topology = cluster.topology
-    config = topology.config
+    config = tracing.resolve(topology.config)
     namespace = cluster.namespace
     names = [gateway_name(index) for index in range(len(configs))]
     supervisors = [ROOT_SUPERVISOR, *(shard_supervisor_name(k) for k in range(config.shards)),
@@ -400,6 +406,7 @@ def start_cluster(
     If anything fails to start (or start-up is interrupted), what was started is stopped again
     before the exception propagates.
     """
+    config = tracing.resolve(config)  # every actor, on any node, traces as decided here
     shard_map = ShardMap(config.shards, dict(registry.pins))
     topology = Topology(
         config=config,

@@ -33,6 +33,13 @@ The batcher decides by no clock: the linger is a timer of the event loop (``call
 which decides only when a batch leaves, never what is in it or what it answers. An optional
 `BatchObserver` (the gateway's metrics) is told how long requests waited and how long each
 call took, by its own clock.
+
+Traces: `enqueue` runs inside the RPC's handler, where the gateway's server span is current.
+With a ``traceparent`` hook set (`GatewayCore.trace_batches`; `actors.tracing`), each request
+keeps the W3C ``traceparent`` of its span, and a batch is sent with those of its requests
+(deduplicated, at most `MAX_TRACEPARENTS`), so the shard's batch span links to every
+request's. Without the hook (tracing off) nothing is captured and the send gets the payload
+alone.
 """
 
 from __future__ import annotations
@@ -55,8 +62,19 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.msgpack.Encoder()
 
 
-Send = Callable[[bytes], Awaitable[bytes]]
-"""Send an encoded command batch to the shard; return ``apply_batch_with_ends``' reply."""
+MAX_TRACEPARENTS = 128
+"""Trace contexts a batch carries at most: OpenTelemetry's default limit of links per span."""
+
+
+class Send(Protocol):
+    """Send an encoded command batch to the shard; return ``apply_batch_with_ends``' reply.
+
+    ``traceparents`` are the W3C trace contexts of the batch's requests; a batch without any
+    is sent with the payload alone, so a send for an untraced gateway may take only that.
+    """
+
+    def __call__(self, payload: bytes, traceparents: Sequence[str] = ()) -> Awaitable[bytes]:
+        ...
 
 
 class BatchObserver(Protocol):
@@ -76,15 +94,16 @@ class BatchObserver(Protocol):
 
 
 class _Request:
-    __slots__ = ("commands", "future", "queued_at")
+    __slots__ = ("commands", "future", "queued_at", "traceparent")
 
     def __init__(
         self, commands: Sequence[Command | WireRow], future: asyncio.Future[list[list[Event]]],
-        queued_at: float,
+        queued_at: float, traceparent: str | None,
     ) -> None:
         self.commands = commands
         self.future = future
         self.queued_at = queued_at
+        self.traceparent = traceparent
 
 
 class ShardBatcher:
@@ -106,6 +125,9 @@ class ShardBatcher:
         self.shard = shard
         self.observer = observer
         """Told what each batch did (set later by `GatewayCore.observe_batches`)."""
+        self.traceparent: Callable[[], str | None] | None = None
+        """Return the caller's W3C traceparent (None: no span is current); None: tracing is
+        off (set by `GatewayCore.trace_batches`)."""
         self._send = send
         self._on_reply = on_reply
         self._on_failure = on_failure
@@ -150,7 +172,8 @@ class ShardBatcher:
             )
         future: asyncio.Future[list[list[Event]]] = asyncio.get_running_loop().create_future()
         queued_at = self.observer.now() if self.observer is not None else 0.0
-        self._pending.append(_Request(commands, future, queued_at))
+        traceparent = self.traceparent() if self.traceparent is not None else None
+        self._pending.append(_Request(commands, future, queued_at, traceparent))
         self._queued += len(commands)
         self._wake()
         return await future
@@ -210,7 +233,11 @@ class ShardBatcher:
                 observer.sent(self.shard, len(commands),
                               [sent_at - request.queued_at for request in batch])
             try:
-                reply = await self._send(_encoder.encode(commands))
+                traceparents = _traceparents(batch) if self.traceparent is not None else None
+                if traceparents:
+                    reply = await self._send(_encoder.encode(commands), traceparents)
+                else:
+                    reply = await self._send(_encoder.encode(commands))
                 ends, events = decode_with_ends(reply)
                 if observer is not None:
                     observer.answered(self.shard, observer.now() - sent_at, False)
@@ -270,3 +297,15 @@ class ShardBatcher:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _traceparents(batch: Sequence[_Request]) -> list[str]:
+    """Return the batch's distinct traceparents, in arrival order, at most MAX_TRACEPARENTS."""
+    found: dict[str, None] = {}
+    for request in batch:
+        traceparent = request.traceparent
+        if traceparent is not None and traceparent not in found:
+            found[traceparent] = None
+            if len(found) == MAX_TRACEPARENTS:
+                break
+    return list(found)

@@ -616,6 +616,12 @@ class GatewayCore:
         for batcher in self.batchers:
             batcher.observer = observer
 
+    def trace_batches(self, traceparent: Callable[[], str | None]) -> None:
+        """Have every shard batch carry its requests' trace contexts: ``traceparent`` returns
+        the current span's W3C traceparent (`actors.tracing.current_traceparent`)."""
+        for batcher in self.batchers:
+            batcher.traceparent = traceparent
+
     def stats(self) -> dict[str, Any]:
         """Return counters for status pages and tests."""
         return {

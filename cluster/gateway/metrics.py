@@ -146,8 +146,9 @@ def _order_count(request: Any) -> int:
     return len(orders) if orders is not None else 1
 
 
-def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None
-          ) -> grpc.StatusCode:
+def rpc_code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None
+             ) -> grpc.StatusCode:
+    """Return the status a finished RPC ended with (the handler's, or ``error``'s)."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
@@ -189,7 +190,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     error = failure
                     raise
                 finally:
-                    metrics.rpc_done(method, _code(context, error),
+                    metrics.rpc_done(method, rpc_code(context, error),
                                      time.perf_counter() - started)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -213,7 +214,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     raise
                 finally:
                     gauge.dec()
-                    metrics.rpc_done(method, _code(context, error),
+                    metrics.rpc_done(method, rpc_code(context, error),
                                      time.perf_counter() - started)
 
             return grpc.unary_stream_rpc_method_handler(

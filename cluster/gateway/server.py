@@ -20,10 +20,15 @@ Transport settings applied here:
   INVALID_ARGUMENT with a fixed message (`cluster.gateway.service.add_to_server`);
 * reflection that also answers for a service's methods (`ReflectionPool`), so
   ``grpcurl describe raytrade.v1.TradingService.SubmitOrder`` works.
+
+With traces configured (``ClusterConfig.traces``, `cluster.tracing`), a `TracingInterceptor`
+runs each unary RPC in a server span of the client's trace, and the shard batchers carry the
+requests' trace contexts to the books; off, neither is installed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -36,6 +41,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cluster import tracing
 from cluster.config import ClusterConfig, ShardMap
 from cluster.gateway.auth import TokenRegistry
 from cluster.gateway.config import GatewayConfig
@@ -180,6 +186,18 @@ class GatewayServer:
         if self.metered:
             self.core.observe_batches(self.metrics)
             self.metrics.follow(self.core.stats)
+        self.interceptors: list[grpc.aio.ServerInterceptor] = []
+        tracer_factory = tracing.tracer_factory(cluster, "raytrade.gateway")
+        self.traced = tracer_factory is not None
+        if tracer_factory is not None:
+            # imported only here: OpenTelemetry loads in a process that traces, not in others
+            from actors.tracing import current_traceparent
+            from cluster.gateway.tracing import TracingInterceptor
+
+            self.interceptors.append(TracingInterceptor(tracer_factory(), name))
+            self.core.trace_batches(current_traceparent)
+        if self.metered:
+            self.interceptors.append(MetricsInterceptor(self.metrics))
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.failure: str | None = None
@@ -192,7 +210,7 @@ class GatewayServer:
             server = grpc.aio.server(
                 options=[*channel_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)],
                 maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
-                interceptors=[MetricsInterceptor(self.metrics)] if self.metered else [],
+                interceptors=self.interceptors,
             )
             add_services(
                 server,
@@ -246,6 +264,8 @@ class GatewayServer:
             await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
         self.metrics.stop()
         await self.core.stop()
+        if self.traced:
+            await asyncio.to_thread(tracing.force_flush)
 
     def on_events(self, shard: int, batches: Sequence[tuple[int, int, bytes]]) -> int:
         """Take a shard's pushed event batches."""

@@ -37,9 +37,10 @@ class ShardLink:
 
     # ---------------------------------------------------------------- book actor
 
-    async def apply_batch(self, payload: bytes) -> bytes:
-        """Apply an encoded command batch; return ``apply_batch_with_ends``' reply."""
-        return await self.book.apply_batch_with_ends(payload, self.origin)
+    async def apply_batch(self, payload: bytes, traceparents: Sequence[str] = ()) -> bytes:
+        """Apply an encoded command batch (its requests' W3C ``traceparents``, if traced);
+        return ``apply_batch_with_ends``' reply."""
+        return await self.book.apply_batch_with_ends(payload, self.origin, traceparents)
 
     async def ping(self) -> tuple[str, int]:
         """Return the book actor's incarnation and next sequence number."""

@@ -17,7 +17,7 @@ import asyncio
 import gc
 import random
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,8 +89,9 @@ class LocalBook:
         self.actor = BookActor(shard, instruments, client_order_id_window=1000)
         self.readers: list[str] = []
 
-    async def apply_batch_with_ends(self, payload: bytes, origin: str = "") -> bytes:
-        return self.actor.apply_batch_with_ends(payload, origin)
+    async def apply_batch_with_ends(self, payload: bytes, origin: str = "",
+                                    traceparents: Sequence[str] = ()) -> bytes:
+        return self.actor.apply_batch_with_ends(payload, origin, traceparents)
 
     def ping(self) -> _Answered:
         return _Answered(self.actor.ping())
