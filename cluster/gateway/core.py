@@ -121,11 +121,11 @@ class AccountWideIds:
     on the execution stream), exactly as it answers a retry; nothing is applied.
 
     It learns ids from three places: the journals at start (the window of the same replay
-    that gives the gateway its picture, `JournalHistory.view`), every event the feeds fold
-    (`observe`: other gateways' and direct clients' requests too), and its own requests as it
-    routes them
-    (`destination`, before the reply, so two requests in flight at this gateway cannot both
-    pass).
+    that gives the gateway its picture, `JournalHistory.view`), the events the feeds fold of
+    batches it did not send (`observe`: other gateways' and direct clients' requests), and its
+    own requests as it routes them (`destination`, before the reply, so two requests in flight
+    at this gateway cannot both pass; their events would teach it nothing more, and skipping
+    them saved ~0.8 us of the gateway's CPU per batched order).
 
     Why here and not an owner shard per account: an owner shard would put a second Ray hop
     and a second journal append (~1 ms of CPU each way here) on every order whose symbol is
@@ -153,6 +153,7 @@ class AccountWideIds:
         """Ids remembered per shard, as each shard's engine does (0: none, no checks)."""
         self.loaded = [window == 0] * shards
         """Per shard, whether its journal's ids are in (until then `destination` refuses)."""
+        self._all_loaded = False
         self._shard_of: dict[tuple[str, str], int] = {}
         self._order: list[deque[tuple[str, str]]] = [deque() for _ in range(shards)]
 
@@ -189,12 +190,21 @@ class AccountWideIds:
         known = self._shard_of.get(key)
         if known is not None:
             return known
-        if not all(self.loaded):
-            missing = self.loaded.index(False)
-            raise ShardUnavailableError(
-                missing, "this gateway has not read its client order ids from the journal yet"
-            )
-        self._learn(shard, key)
+        if not self._all_loaded:
+            if not all(self.loaded):
+                missing = self.loaded.index(False)
+                raise ShardUnavailableError(
+                    missing, "this gateway has not read its client order ids from the journal yet"
+                )
+            self._all_loaded = True
+        # _learn, inlined (once per routed order): the key is new
+        self._shard_of[key] = shard
+        order = self._order[shard]
+        order.append(key)
+        if len(order) > self.window:
+            oldest = order.popleft()
+            if self._shard_of.get(oldest) == shard:
+                del self._shard_of[oldest]
         return shard
 
     def _learn(self, shard: int, key: tuple[str, str]) -> None:

@@ -249,7 +249,9 @@ class ShardFeed:
         self.history = history
         self.on_change = on_change
         self.on_fold = on_fold
-        """Shown every folded batch, in sequence order (the gateway's client order id window)."""
+        """Shown every folded batch, in sequence order, except the gateway's own (`offer`): the
+        gateway's client order id window, which learned its own requests' ids as it routed
+        them (`cluster.gateway.core.AccountWideIds.destination`)."""
         self.clock = clock
         self.ring = Ring(ring_events)
         self.ready = asyncio.Event()
@@ -299,7 +301,8 @@ class ShardFeed:
             self.on_change()
 
     def offer(self, events: list[Event]) -> None:
-        """Take a batch's events from a shard's reply (they also come by push, later)."""
+        """Take the events of a batch this gateway sent, from the shard's reply (the shard does
+        not push them here); `on_fold` is not shown them."""
         if not events:
             return
         first_seq, last_seq = events[0].seq, events[-1].seq
@@ -323,14 +326,17 @@ class ShardFeed:
                 last, payload = self._waiting.pop(first)
                 if last < self.next_seq:
                     continue
-                events = decode_events(payload) if isinstance(payload, bytes) else payload
-                self.fold(events[self.next_seq - first:])
+                if isinstance(payload, bytes):
+                    self.fold(decode_events(payload)[self.next_seq - first:])
+                else:  # offered: this gateway's own batch
+                    self.fold(payload[self.next_seq - first:], own=True)
                 folded = True
         self.gap_since = None
         return folded
 
-    def fold(self, events: Sequence[Event]) -> None:
-        """Apply events that start exactly at `next_seq`."""
+    def fold(self, events: Sequence[Event], own: bool = False) -> None:
+        """Apply events that start exactly at `next_seq` (``own``: of a batch this gateway
+        sent, not shown to `on_fold`)."""
         if not events:
             return
         books = self.books
@@ -353,7 +359,7 @@ class ShardFeed:
         self.ring.append(list(events))
         self.next_seq = events[-1].seq + 1
         self.last_ts_ns = events[-1].ts_ns
-        if self.on_fold is not None:
+        if self.on_fold is not None and not own:
             self.on_fold(events)
 
     # ---------------------------------------------------------------- gaps

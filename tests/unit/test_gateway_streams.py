@@ -200,6 +200,27 @@ def test_replies_and_pushes_of_the_same_batch_fold_once() -> None:
     assert len(feed.ring.after(0, 10**6) or []) == engine.next_seq - 1
 
 
+def test_only_batches_the_gateway_did_not_send_are_shown_to_on_fold() -> None:
+    """The client order id window learns its own requests when it routes them: the feed
+    shows it the pushed batches (other senders'), not the offered ones (its own replies),
+    and every batch is folded into the ring either way."""
+    engine, batches = flow(4)
+    shown: list[int] = []
+    feed = ShardFeed(0, ["AAPL", "MSFT"], ring_events=100_000, history=None,
+                     on_fold=lambda events: shown.extend(event.seq for event in events))
+    empty_start(feed)
+    pushed: list[int] = []
+    for index, events in enumerate(batches):
+        if index % 3:
+            feed.offer(list(events))
+        else:
+            feed.push(events[0].seq, events[-1].seq, encode(events))
+            pushed.extend(event.seq for event in events)
+    assert pushed and shown == pushed
+    assert feed.next_seq == engine.next_seq
+    assert len(feed.ring.after(0, 10**6) or []) == engine.next_seq - 1
+
+
 def test_a_gap_is_timed_from_its_start_on_the_feed_clock() -> None:
     """The feed notes when a gap opened on its injected clock (0.0 included) and keeps that
     time while later batches arrive; the gap closing clears it."""
