@@ -110,6 +110,11 @@ class Supervisor:
         self._rebuild = rebuild
         self.policy = SupervisorPolicy(children, strategy, intensity)
         self.children = {child: ChildWatch(child, restart_timeout_s) for child in children}
+        # every series exists from the start, at 0: Prometheus' rate() and increase() cannot
+        # see a counter's first count if its series appears already at 1
+        for child in children:
+            self.meter.count("raytrade_actor_restarts_total", (name, child), 0.0)
+        self.meter.count("raytrade_escalations_total", (name,), 0.0)
         self.tick_s = tick_s
         self.ping_every_s = ping_every_s
         """How often a child that is up and that Ray holds alive is pinged all the same: only a

@@ -237,8 +237,13 @@ class RayMetrics:
             for name, series in reading.counters.items():
                 metric, keys = self._metric(name)
                 for labels, value in series.items():
+                    tags = dict(zip(keys, labels, strict=True))
                     if value:
-                        metric.inc(value, tags=dict(zip(keys, labels, strict=True)))
+                        metric.inc(value, tags=tags)
+                    else:
+                        # a series created at 0 (Counter.inc refuses 0; _record, which inc
+                        # calls, is private): rate() and increase() then see its first count
+                        metric._record(0.0, tags=tags)
             for name, series in reading.gauges.items():
                 metric, keys = self._metric(name)
                 for labels, value in series.items():
