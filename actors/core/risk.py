@@ -830,8 +830,10 @@ class RiskLimits:
 
     # ---------------------------------------------------------------- snapshots
 
-    def state(self) -> RiskState:
-        """Return the canonical state (immutable, safe to keep or encode)."""
+    def state(self, open_orders: bool = True) -> RiskState:
+        """Return the canonical state (immutable, safe to keep or encode); without
+        ``open_orders``, its list of open orders is left empty (a shard's snapshot: they are
+        the resting orders of its books, `actors.core.shard.shard_state`)."""
         buckets = []
         for account in sorted(self._accounts):
             holder = self._accounts[account]
@@ -863,7 +865,7 @@ class RiskLimits:
                 for symbol, exposure in sorted(self._accounts[account].exposures.items())
                 if exposure.position
             ],
-            open_orders=self.open_orders(),
+            open_orders=self.open_orders() if open_orders else [],
             rate_buckets=buckets,
         )
 
@@ -890,9 +892,19 @@ class RiskLimits:
             risk._last_prices[last.symbol] = last.price
         for position in state.positions:
             risk._exposure(position.account, position.symbol).position = position.position
-        for order in state.open_orders:
-            holder = risk._account(order.account)
-            exposure = risk._exposure(order.account, order.symbol)
+        risk.add_open_orders(state.open_orders)
+        for bucket in state.rate_buckets:
+            holder = risk._account(bucket.account)
+            holder.tokens = bucket.tokens * TOKEN + bucket.token_billionths
+            holder.tokens_ts_ns = bucket.ts_ns
+        return risk
+
+    def add_open_orders(self, orders: Iterable[OpenOrder]) -> None:
+        """Count ``orders`` as open (restoring a snapshot: its own list, or the resting orders
+        of the books this gate guards, which are the same orders; `actors.core.shard`)."""
+        for order in orders:
+            holder = self._account(order.account)
+            exposure = self._exposure(order.account, order.symbol)
             buying = order.side == _BUY
             if buying:
                 exposure.open_buy += order.quantity
@@ -900,14 +912,9 @@ class RiskLimits:
                 exposure.open_sell += order.quantity
             exposure.open_orders += 1
             holder.open_orders += 1
-            risk._orders[order.order_id] = _Order(
+            self._orders[order.order_id] = _Order(
                 order.account, order.symbol, buying, order.price, order.quantity, exposure, holder
             )
-        for bucket in state.rate_buckets:
-            holder = risk._account(bucket.account)
-            holder.tokens = bucket.tokens * TOKEN + bucket.token_billionths
-            holder.tokens_ts_ns = bucket.ts_ns
-        return risk
 
     def state_hash(self) -> str:
         """Return a hex digest that is equal for equal states, however they were reached."""
