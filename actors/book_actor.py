@@ -43,6 +43,7 @@ from actors.core.shard import (
     shard_state,
     state_hashes,
 )
+from actors.logfields import fields
 from actors.metering import Meter, MetricsExporter
 from actors.tuning import tune_gc
 from protocols.journal_format import CommandBatch
@@ -365,7 +366,9 @@ class BookActor:
         except BaseException as error:
             self._failed = f"journal append failed: {error!r}"
             log.critical("shard %d: %s; refusing all further batches", self.shard_id,
-                         self._failed)
+                         self._failed, extra=fields("journal_failed", shard=self.shard_id,
+                                                    first_seq=first_seq, last_seq=last_seq,
+                                                    error=repr(error)))
             if self.on_journal_failure is not None:
                 self.on_journal_failure(self._failed)
             raise

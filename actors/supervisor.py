@@ -74,6 +74,7 @@ from actors.core.supervision import (
     Strategy,
     SupervisorPolicy,
 )
+from actors.logfields import fields
 from actors.metering import Meter, MetricsExporter
 from protocols.rows import SupervisedChildRow, SupervisorFailureRow, SupervisorStatusRow
 
@@ -216,7 +217,11 @@ class Supervisor:
         restart = decisions[-1].restart
         self.meter.count("raytrade_actor_restarts_total", (self.name, watch.name), step.failures)
         log.warning("supervisor %s: %s failed (%s): %s", self.name, watch.name, step.reason,
-                    "escalating" if escalate else f"restarting {list(restart)}")
+                    "escalating" if escalate else f"restarting {list(restart)}",
+                    extra=fields("child_failed", supervisor=self.name, child=watch.name,
+                                 reason=step.reason, failures=step.failures,
+                                 action="escalate" if escalate else "restart",
+                                 restarting=list(restart)))
         if escalate:
             self._escalate(f"{watch.name}: {step.reason}")
             return
@@ -236,8 +241,13 @@ class Supervisor:
                 self._kill(name, restart=False)
         if self.parent is None:
             self.state = "failed"
-            log.critical("supervisor %s gave up (%s); its children are stopped", self.name, reason)
+            log.critical("supervisor %s gave up (%s); its children are stopped", self.name,
+                         reason, extra=fields("supervisor_gave_up", supervisor=self.name,
+                                              reason=reason))
             return
+        log.error("supervisor %s escalates to %s (%s)", self.name, self.parent, reason,
+                  extra=fields("supervisor_escalated", supervisor=self.name, parent=self.parent,
+                               reason=reason))
         try:
             self.probe.tell_escalated(self.parent, self.name, reason)
         except Exception:
@@ -258,12 +268,16 @@ class Supervisor:
         with self._lock:
             decision = self.policy.on_failure(child, f"escalated: {reason}", self.clock())
             if decision.escalate:
-                log.critical("supervisor %s: %s keeps failing; giving up on it", self.name, child)
+                log.critical("supervisor %s: %s keeps failing; giving up on it", self.name,
+                             child, extra=fields("subtree_given_up", supervisor=self.name,
+                                                 child=child, reason=reason))
                 # the child supervisor already stopped its own children; it stays up to report
                 self._escalate(f"{child}: {reason}", stop_children=False)
                 return
             log.warning("supervisor %s: rebuilding %s after its escalation (%s)",
-                        self.name, child, reason)
+                        self.name, child, reason,
+                        extra=fields("subtree_rebuilt", supervisor=self.name, child=child,
+                                     reason=reason))
             try:
                 self.probe.tell_rebuild(child)
             except Exception:

@@ -43,6 +43,8 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Final, Literal
 
+from actors.logfields import FIELDS as LOG_FIELDS
+
 __all__ = [
     "FIELDS",
     "FORMAT_ENV",
@@ -58,7 +60,8 @@ __all__ = [
 
 LogFormat = Literal["text", "json"]
 
-FIELDS: Final = "fields"
+FIELDS: Final = LOG_FIELDS
+"""The record attribute with a line's fields (`actors.logfields`, where the shells set it)."""
 """The ``extra`` key (and so the `logging.LogRecord` attribute) that holds a line's fields."""
 FORMAT_ENV: Final = "RAYTRADE_LOG_FORMAT"
 """Environment variable naming the log format of a process: ``text`` or ``json``."""

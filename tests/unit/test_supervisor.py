@@ -241,6 +241,27 @@ def test_more_failures_than_the_intensity_allows_stop_the_children_and_escalate(
     assert cluster.pings == pings  # an escalated supervisor waits for its parent
 
 
+def test_failures_and_escalations_are_logged_with_fields(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """A child's failure and the escalation are log lines with structured fields (event,
+    supervisor, child, reason, action), which `cluster.logs` prints as JSON keys."""
+    cluster, clock = FakeCluster(CHILDREN), FakeClock()
+    supervisor = supervise(cluster, clock, intensity=RestartIntensity(max_restarts=1, within_s=60),
+                           parent="root")
+    with caplog.at_level(logging.INFO, logger="actors.supervisor"):
+        cluster.actors["first"].die_and_come_back()
+        tick(supervisor, clock)
+        cluster.actors["second"].die_and_come_back()
+        tick(supervisor, clock)
+    logged = [record.fields for record in caplog.records if hasattr(record, "fields")]
+    failed = [line for line in logged if line["event"] == "child_failed"]
+    assert [(line["child"], line["action"]) for line in failed] == [
+        ("first", "restart"), ("second", "escalate")]
+    assert all(line["supervisor"] == supervisor.name and line["reason"] for line in failed)
+    (escalated,) = [line for line in logged if line["event"] == "supervisor_escalated"]
+    assert escalated["parent"] == "root" and "second" in escalated["reason"]
+
+
 def test_a_root_past_its_intensity_gives_up() -> None:
     """A supervisor without a parent that escalates marks itself failed; nobody is told."""
     cluster, clock = FakeCluster(CHILDREN), FakeClock()
