@@ -9,8 +9,8 @@ Ray), this driver, and the load generators (each reads its own CPU around its lo
 reports it). The loads:
 
 1. batched gRPC ``SubmitOrders``: 1000 orders per call, 2 client processes x 2 calls in flight,
-   typed (``orders``, protobuf messages), then the same load packed (``packed_orders``,
-   MessagePack rows; key ``batched_grpc_packed_us_per_order``);
+   typed (``orders``, protobuf messages) and packed (``packed_orders``, MessagePack rows; key
+   ``batched_grpc_packed_us_per_order``), in ABBA order, half the calls per leg;
 2. single-order gRPC ``SubmitOrder`` at 200/s, open loop (each sent at its scheduled time);
 3. the Python client (`cluster.clients.ray_client.Client`), batches of 1000, 4 in flight;
 4. no load at all: the idle CPU per second of the whole cluster;
@@ -232,8 +232,9 @@ def _channel_options() -> list[tuple[str, int]]:
 def packed_order_row(fields: dict[str, Any]) -> tuple[Any, ...]:
     """Return the order as a row of ``SubmitOrdersRequest.packed_orders`` (what
     `cluster.clients.grpc_client.packed_order` builds: NewOrderRequest's fields in order)."""
-    return ("", fields["client_order_id"], fields["symbol"], 1 if fields["buy"] else 2, 1,
-            2 if fields["ioc"] else 1, fields["quantity"], fields["price"])
+    return (fields["account"], fields["client_order_id"], fields["symbol"],
+            1 if fields["buy"] else 2, 1, 2 if fields["ioc"] else 1, fields["quantity"],
+            fields["price"])
 
 
 def _batched_worker(address: str, account: str, calls: int, batch: int, in_flight: int,
@@ -507,6 +508,24 @@ def run_in_process(config: Any, orders: int, batch: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the run
 
 
+def merge_loads(loads: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return several runs of one load (`run_generators`' results) as one: CPU, time and
+    orders summed; ``load_seconds`` is the generators' own time (the slowest per run)."""
+    roles: dict[str, float] = {}
+    for load in loads:
+        for role, cpu in load["roles_s"].items():
+            roles[role] = roles.get(role, 0.0) + cpu
+    return {
+        "rows": [row for load in loads for row in load["rows"]],
+        "elapsed_s": sum(load["elapsed_s"] for load in loads),
+        "load_seconds": sum(max(row["seconds"] for row in load["rows"]) for load in loads),
+        "settled": all(load["settled"] for load in loads),
+        "roles_s": roles,
+        "processes": loads[-1]["processes"],
+        "ended": [process for load in loads for process in load["ended"]],
+    }
+
+
 def per_order(used: dict[str, Any], orders: int, idle_s_per_s: float) -> dict[str, Any]:
     """Return the figures of one load: us of CPU per order, total and by role."""
     roles = used["roles_s"]
@@ -661,32 +680,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         run = uuid.uuid4().hex[:6]
-        print(f"(1) batched gRPC: {processes} processes x {in_flight} in flight x {batch} "
-              f"orders x {batched_calls} calls ...", flush=True)
-        used = run_generators(meter, settle, [
-            (_batched_worker, (address, f"batched{index}-{run}", batched_calls, batch,
-                               in_flight, 3, False))
-            for index in range(processes)
-        ], timeout_s=300)
-        orders = sum(row["orders"] for row in used["rows"])
-        report["batched_grpc"] = {
-            **per_order(used, orders, idle_s_per_s),
-            "rejected": sum(row["rejected"] for row in used["rows"]),
-            "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
-        }
-
-        print("(1b) batched gRPC, packed orders: the same load ...", flush=True)
-        used = run_generators(meter, settle, [
-            (_batched_worker, (address, f"packed{index}-{run}", batched_calls, batch,
-                               in_flight, 3, True))
-            for index in range(processes)
-        ], timeout_s=300)
-        orders = sum(row["orders"] for row in used["rows"])
-        report["batched_grpc_packed"] = {
-            **per_order(used, orders, idle_s_per_s),
-            "rejected": sum(row["rejected"] for row in used["rows"]),
-            "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
-        }
+        # typed and packed in ABBA order, half the calls each time: a machine that slows down
+        # or speeds up during the run (seen here: 10-20% within minutes) biases neither
+        print(f"(1) batched gRPC, typed and packed (ABBA): {processes} processes x {in_flight} "
+              f"in flight x {batch} orders x {batched_calls // 2} calls per leg ...", flush=True)
+        legs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for leg, packed in enumerate((False, True, True, False)):
+            legs[packed].append(run_generators(meter, settle, [
+                (_batched_worker, (address, f"{'packed' if packed else 'batched'}{index}-"
+                                   f"{leg}-{run}", batched_calls // 2, batch, in_flight, 3,
+                                   packed))
+                for index in range(processes)
+            ], timeout_s=300))
+        for packed, key in ((False, "batched_grpc"), (True, "batched_grpc_packed")):
+            used = merge_loads(legs[packed])
+            orders = sum(row["orders"] for row in used["rows"])
+            report[key] = {
+                **per_order(used, orders, idle_s_per_s),
+                "rejected": sum(row["rejected"] for row in used["rows"]),
+                "orders_per_s": round(orders / used["load_seconds"]),
+                "legs_us_per_order": [
+                    per_order(one, sum(row["orders"] for row in one["rows"]),
+                              idle_s_per_s)["total_us_per_order"] for one in legs[packed]],
+            }
 
         print(f"(2) single gRPC: {single_count} orders at {single_rate:.0f}/s open loop ...",
               flush=True)
