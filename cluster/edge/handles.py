@@ -122,12 +122,12 @@ def start_local_ray(*, num_cpus: int, namespace: str, verbose: bool = False) -> 
             log_to_driver=verbose,
             logging_level=logging.INFO if verbose else logging.WARNING,
             _temp_dir=os.environ.get("RAY_TMPDIR"),
-            _system_config=dict(IDLE_SYSTEM_CONFIG),
+            _system_config=dict(RAY_SYSTEM_CONFIG),
         )
     return ray_address()
 
 
-IDLE_SYSTEM_CONFIG = {
+RAY_SYSTEM_CONFIG = {
     # per-handler timing statistics of every Ray event loop (for Ray's debug_state.txt dumps
     # and its event-loop metrics), kept on each wakeup: every Python worker wakes ~100 times a
     # second (Ray's fixed 10 ms signal check). Off: idle cluster 155 -> 128 ms of CPU per
@@ -137,10 +137,19 @@ IDLE_SYSTEM_CONFIG = {
     # raytrade does not start) to the GCS once a second; every 10 s still serves those
     # commands, 10 s late. GCS 7.7 -> 5.3 ms/s, idle cluster 122 -> 116 ms/s.
     "task_events_report_interval_ms": 10_000,
+    # a call's arguments up to this size travel inside the call; larger ones go through the
+    # object store (a plasma object per push, the raylet involved for each). A book's pushes
+    # to its reader (50 ms of events) and the Python client's 1000-order batches are 100 KB-1 MB
+    # at load: with Ray's 100 KB the raylet cost 3.5-4.3 us per batched order; with 1 MiB 0.5-1.7
+    # (bench_cpu --quick, alternated, 2 runs each: batched gRPC 43.7/42.8 -> 38.5/39.5 us per
+    # order, the Python client 36.0/42.5 -> 28.5/34.7). Pushes stay bounded (max_in_flight 2,
+    # max_pending_bytes), so the bytes held outside the object store are too.
+    "max_direct_call_object_size": 1 << 20,
 }
-"""Ray settings for a cluster that costs little while idle (issue 10). None of them is read by
+"""Ray settings raytrade starts a local Ray with, and the ones its deploy files give a Ray
+cluster's head (issue 10: the idle cost and the per-order cost). None of them is read by
 failure detection: actor deaths, restarts and the GCS's health checks of raylets are as
-Ray's defaults have them."""
+Ray's defaults have them (the deploy files shorten the health checks, tests/unit/test_deploy)."""
 
 LOG_MONITOR_ENV = {
     # Ray's log monitor (it streams workers' output to drivers started with log_to_driver, and

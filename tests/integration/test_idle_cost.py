@@ -20,7 +20,7 @@ import pytest
 import ray
 
 from actors.supervisor import Supervisor
-from cluster.edge.handles import IDLE_SYSTEM_CONFIG, LOG_MONITOR_ENV, RayProbe
+from cluster.edge.handles import LOG_MONITOR_ENV, RAY_SYSTEM_CONFIG, RayProbe
 from protocols.rows import SupervisorStatusRow
 
 pytestmark = [pytest.mark.ray]
@@ -120,7 +120,7 @@ def test_ray_runs_with_the_idle_settings(ray_session: None) -> None:
     from ray._private import state
 
     config = json.loads(state.state._connect_and_get_accessor().get_system_config())
-    assert {key: config.get(key) for key in IDLE_SYSTEM_CONFIG} == IDLE_SYSTEM_CONFIG
+    assert {key: config.get(key) for key in RAY_SYSTEM_CONFIG} == RAY_SYSTEM_CONFIG
     monitors = [entry for entry in Path("/proc").iterdir() if entry.name.isdigit()
                 and b"log_monitor.py" in _read(entry / "cmdline")
                 and _parent(entry) == os.getpid()]

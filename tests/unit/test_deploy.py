@@ -32,10 +32,13 @@ from ray.scripts.scripts import start as ray_start
 
 from cluster.config import load_cluster_config
 from cluster.edge.cli import build_parser
+from cluster.edge.handles import RAY_SYSTEM_CONFIG
 
 ONPREM = Path(__file__).resolve().parents[2] / "cluster" / "deploy" / "onprem"
 HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-          "health_check_timeout_ms": 500}
+          "health_check_timeout_ms": 500, **RAY_SYSTEM_CONFIG}
+"""The head's Ray settings: health checks that find a dead node within ~2 s, and the settings
+raytrade gives the local Ray it starts (`cluster.edge.handles.RAY_SYSTEM_CONFIG`)."""
 
 
 def _launcher_config() -> dict[str, Any]:
