@@ -197,14 +197,7 @@ class AccountWideIds:
                     missing, "this gateway has not read its client order ids from the journal yet"
                 )
             self._all_loaded = True
-        # _learn, inlined (once per routed order): the key is new
-        self._shard_of[key] = shard
-        order = self._order[shard]
-        order.append(key)
-        if len(order) > self.window:
-            oldest = order.popleft()
-            if self._shard_of.get(oldest) == shard:
-                del self._shard_of[oldest]
+        self._learn(shard, key)
         return shard
 
     def _learn(self, shard: int, key: tuple[str, str]) -> None:

@@ -29,6 +29,7 @@ from cluster.edge.wiring import start_cluster, start_gateways
 from cluster.gateway.auth import hash_token
 from cluster.gateway.config import GatewayConfig, TokenEntry
 from tests.integration.ports import free_port
+from tests.integration.processes import processes_naming
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -54,18 +55,6 @@ def run_example(name: str, *args: str, ray_tmp: Path | None = None) -> str:
     return done.stdout
 
 
-def processes_using(folder: Path) -> list[str]:
-    """Return the command lines of running processes that name ``folder`` (Ray's, if any)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(folder) in command:
-                found.append(command)
-    return found
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -89,7 +78,7 @@ def test_quickstart_trades_prints_positions_and_stops(ray_tmp: Path) -> None:
     assert "fill: alice bought 10 AAPL from bob at 189.45" in out, out
     assert "alice AAPL: net -30" in out and "bob AAPL: net +30" in out, out
     assert out.rstrip().endswith("stopped")
-    assert processes_using(ray_tmp) == []
+    assert processes_naming(ray_tmp) == []
 
 
 @pytest.mark.ray
@@ -126,7 +115,7 @@ def test_simulation_plots_and_summarises_a_seeded_run(ray_tmp: Path, tmp_path: P
     for name in names:
         width, height = png_size(plots / name)
         assert width >= 500 and height >= 200, (name, width, height)
-    assert processes_using(ray_tmp) == []
+    assert processes_naming(ray_tmp) == []
 
 
 def test_replay_to_numpy_computes_what_duckdb_computes() -> None:
@@ -149,7 +138,7 @@ def test_what_if_on_a_private_ray_prints_the_table(ray_tmp: Path) -> None:
     assert [line.split("  ")[0] for line in variants] == [
         "no self-trades", "tight limits", "4 shards"], out
     assert "'tight limits' refused" in out
-    assert processes_using(ray_tmp) == []
+    assert processes_naming(ray_tmp) == []
 
 
 def test_the_plain_grpc_client_imports_nothing_of_raytrade() -> None:

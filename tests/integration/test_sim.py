@@ -27,6 +27,7 @@ from cluster.config import ClusterConfig, Topology
 from cluster.edge.wiring import Cluster, start_cluster
 from cluster.research.sim import SimConfig, SimResult, journal_digest, main, plot, run_sim
 from protocols.errors import ConfigError
+from tests.integration.processes import processes_naming
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -181,18 +182,6 @@ def ray_tmp() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def processes_naming(folder: Path) -> list[str]:
-    """Return the command lines of running processes that name ``folder`` (Ray's, if any)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(folder) in command:
-                found.append(command)
-    return found
 
 
 def test_the_command_writes_plots_journals_parquet_and_numpy(
