@@ -82,8 +82,14 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     next_order_id: int
     books: list[BookState]
     """One per symbol, sorted by symbol."""
+    window_keys: list[tuple[str, str]] = []
+    """The idempotency window, oldest first: (account, client order id) ..."""
+    window_values: list[int] = []
+    """... and for each, the order it created or named (0: none) << 2 | the `RequestKind`
+    value of the request that used it (0: unknown). Two lists the engine copies as they are
+    (a snapshot of a full window copied 1M entries field by field before)."""
     window_accounts: list[str] = []
-    """The idempotency window, oldest first, column by column: accounts, ..."""
+    """Snapshots written before `window_keys`: the window column by column (accounts, ...)."""
     window_client_order_ids: list[str] = []
     """... client order ids, ..."""
     window_order_ids: list[int] = []
@@ -323,10 +329,8 @@ class MatchingEngine:
             next_seq=self.next_seq,
             next_order_id=self.next_order_id,
             books=[self.books[symbol].state() for symbol in sorted(self.books)],
-            window_accounts=[account for account, _ in self._seen_order],
-            window_client_order_ids=[client_order_id for _, client_order_id in self._seen_order],
-            window_order_ids=[value >> _KIND_BITS for value in self._seen_values],
-            window_requests=[value & _KIND_MASK for value in self._seen_values],
+            window_keys=list(self._seen_order),
+            window_values=list(self._seen_values),
         )
 
     @classmethod
@@ -339,13 +343,18 @@ class MatchingEngine:
     ) -> MatchingEngine:
         """Rebuild an engine from a snapshot of its state (the gate restores its own)."""
         engine: MatchingEngine = cls(instruments, state.shard_id, gate, client_order_id_window)
-        keys = list(zip(state.window_accounts, state.window_client_order_ids, strict=True))
-        # a snapshot from before the kinds were kept has none: 0 (unknown) for each
-        requests = state.window_requests or [0] * len(keys)
-        values = [
-            order_id << _KIND_BITS | request
-            for order_id, request in zip(state.window_order_ids, requests, strict=True)
-        ]
+        if state.window_keys or not state.window_accounts:
+            keys, values = state.window_keys, state.window_values
+            if len(keys) != len(values):
+                raise ValueError(f"the window has {len(keys)} keys and {len(values)} values")
+        else:  # a snapshot written column by column
+            keys = list(zip(state.window_accounts, state.window_client_order_ids, strict=True))
+            # a snapshot from before the kinds were kept has none: 0 (unknown) for each
+            requests = state.window_requests or [0] * len(keys)
+            values = [
+                order_id << _KIND_BITS | request
+                for order_id, request in zip(state.window_order_ids, requests, strict=True)
+            ]
         if client_order_id_window:
             keep = slice(max(0, len(keys) - client_order_id_window), None)
             engine._seen_order = deque(keys[keep])

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.book_actor import BookActor
-from actors.core.engine import MatchingEngine, client_order_id_uses
+from actors.core.engine import EngineState, MatchingEngine, client_order_id_uses
 from actors.core.shard import build_shard
 from cluster.config import ShardMap
 from cluster.gateway.batching import ShardBatcher
@@ -87,7 +87,20 @@ def test_the_window_keeps_request_kinds_through_a_snapshot_and_reads_older_ones(
     assert restored.remembered() == engine.remembered() == [
         ("A", "o", RequestKind.NEW_ORDER, 1), ("A", "c", RequestKind.CANCEL, 1)]
     assert restored.state_hash() == engine.state_hash()
-    old = msgspec.structs.replace(state, window_requests=[])
+    decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=EngineState)
+    again = MatchingEngine.from_state([INSTRUMENT], decoded, client_order_id_window=10)
+    assert again.remembered() == engine.remembered()
+    # written column by column (before window_keys), with and without the kinds
+    remembered = engine.remembered()
+    columns = msgspec.structs.replace(
+        state, window_keys=[], window_values=[],
+        window_accounts=[entry[0] for entry in remembered],
+        window_client_order_ids=[entry[1] for entry in remembered],
+        window_order_ids=[entry[3] for entry in remembered],
+        window_requests=[entry[2] for entry in remembered])
+    restored_columns = MatchingEngine.from_state([INSTRUMENT], columns, client_order_id_window=10)
+    assert restored_columns.remembered() == engine.remembered()
+    old = msgspec.structs.replace(columns, window_requests=[])
     older = MatchingEngine.from_state([INSTRUMENT], old, client_order_id_window=10)
     (rejected,) = older.apply([reuse(sell(10, 100), "c")])
     assert isinstance(rejected, OrderRejected)
