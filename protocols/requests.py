@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -95,33 +95,6 @@ _NEW_ORDER_FIELDS: Final = NewOrder.__struct_fields__
 
 _Int64 = Annotated[int, msgspec.Meta(ge=-INT64_MAX - 1, le=INT64_MAX)]
 _Enum = Annotated[int, msgspec.Meta(ge=-(1 << 31), le=(1 << 31) - 1)]  # proto3 enums: int32
-
-
-class NewOrderFields(Protocol):
-    """What validation reads of a new order: a `pb.NewOrderRequest` or a `PackedOrder`."""
-
-    @property
-    def account(self) -> str: ...
-    @property
-    def client_order_id(self) -> str: ...
-    @property
-    def symbol(self) -> str: ...
-    @property
-    def side(self) -> int: ...
-    @property
-    def order_type(self) -> int: ...
-    @property
-    def time_in_force(self) -> int: ...
-    @property
-    def quantity(self) -> int: ...
-    @property
-    def price(self) -> int: ...
-    @property
-    def price_decimal(self) -> str: ...
-    @property
-    def post_only(self) -> bool: ...
-    @property
-    def self_trade_prevention(self) -> int: ...
 
 
 class PackedOrder(msgspec.Struct, array_like=True, frozen=True, gc=False,
@@ -308,7 +281,7 @@ class RequestValidator:
 
     def new_order(
         self,
-        request: NewOrderFields,
+        request: pb.NewOrderRequest | PackedOrder,
         default_account: str | None,
         ts_ns: int,
         prefix: str = "",
@@ -435,7 +408,7 @@ class RequestValidator:
     def _order_batch(
         self,
         name: str,
-        requests: Sequence[NewOrderFields],
+        requests: Sequence[pb.NewOrderRequest | PackedOrder],
         default_account: str | None,
         ts_ns: int,
         max_orders: int,

@@ -8,7 +8,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,7 @@ from protocols.convert import Converter
 from protocols.generated import trading_pb2 as pb
 from protocols.messages import Instrument, RejectCode
 
-
-@pytest.fixture(autouse=True)
-def restore_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:

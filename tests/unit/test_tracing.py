@@ -46,7 +46,7 @@ from protocols.generated import trading_pb2_grpc
 from protocols.journal_format import CommandBatch
 from protocols.messages import Command, Instrument, MassCancel, NewOrder, Side, encode
 
-pytestmark = pytest.mark.grpc
+pytestmark = [pytest.mark.grpc, pytest.mark.usefixtures("restore_root_logger")]
 
 INSTRUMENTS = [Instrument(symbol="AAPL")]
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -78,17 +78,6 @@ def spans() -> Iterator[Spans]:
     found = Spans()
     yield found
     found.provider.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def restore_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def hex_ids(span: ReadableSpan) -> tuple[str, str]:
