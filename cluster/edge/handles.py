@@ -898,9 +898,9 @@ def map_tasks(function: Callable[..., T], arguments: Sequence[Any], *, shared: A
 
     Raise what ``function`` raised (the original exception, chained from Ray's error that
     carries the remote traceback); `ClusterError` if a task's worker or node died for good, or
-    the tasks did not all finish within ``timeout_s``. Then the unfinished tasks are
-    cancelled: Ray interrupts a task between Python bytecodes, so one inside a long C call
-    (a ``time.sleep``) holds its CPU until the call returns.
+    the tasks did not all finish within ``timeout_s``. Then the tasks still running a second
+    later are cancelled: Ray interrupts a task between Python bytecodes, so one inside a long C
+    call (a ``time.sleep``) holds its CPU until the call returns.
     """
     from protocols.errors import ClusterError  # (only this helper needs it)
 
@@ -915,8 +915,7 @@ def map_tasks(function: Callable[..., T], arguments: Sequence[Any], *, shared: A
     try:
         results: list[T] = ray.get(references, timeout=timeout_s)
     except RayError as error:
-        for reference in references:  # the others' results are not wanted (a no-op if done)
-            ray.cancel(reference)
+        _cancel_unfinished(references)  # the others' results are not wanted
         if isinstance(error, GetTimeoutError):
             raise ClusterError(f"{len(references)} {name} tasks did not finish within "
                                f"{timeout_s} s") from error
@@ -927,6 +926,19 @@ def map_tasks(function: Callable[..., T], arguments: Sequence[Any], *, shared: A
         # the worker or its node died past Ray's retries, or Ray could not pass an argument
         raise ClusterError(f"a {name} task failed: {_summary(error)}") from error
     return results
+
+
+def _cancel_unfinished(references: Sequence[Any], grace_s: float = 1.0) -> None:
+    """Cancel the tasks of ``references`` that are still running after ``grace_s``.
+
+    Not the ones about to finish: Ray 2.60 aborts the calling process (``Check failed: it !=
+    submissible_tasks_.end() Tried to complete task that was not pending``) when a cancel
+    races a task's completing reply (the race ray-project/ray#54798 fixed for retries); CI
+    met it cancelling a task that was ending within milliseconds of a sibling's error.
+    """
+    _, unfinished = ray.wait(list(references), num_returns=len(references), timeout=grace_s)
+    for reference in unfinished:
+        ray.cancel(reference)
 
 
 def _first_line(error: BaseException) -> str:
