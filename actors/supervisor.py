@@ -1,4 +1,4 @@
-"""Supervisors: the reconcile loop around `actors.core.supervision`.
+"""Supervisors: the reconcile loop around `actors.core.supervision`, and the process they share.
 
 The tree::
 
@@ -6,6 +6,9 @@ The tree::
     ├── supervisor-shard-0          (book-0, reader-0)
     ├── supervisor-shard-1          ...
     └── supervisor-gateways         (the gRPC gateways)
+
+Every supervisor of the tree runs in one process, a `SupervisionTree` (see there for why);
+the children they watch are actors of their own.
 
 Children are named actors started with ``max_restarts=-1``, so Ray brings a dead process back
 by running its constructor again (which recovers from snapshot + journal); the supervisor owns
@@ -64,18 +67,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 from actors.core.supervision import (
+    ActorProbe,
     ChildProbe,
     ChildState,
     ChildWatch,
+    Outcome,
+    Ping,
     RestartIntensity,
     Step,
     Strategy,
     SupervisorPolicy,
 )
 from actors.logfields import fields
-from actors.metering import Meter, MetricsExporter
+from actors.metering import Meter, MeterReading, MetricsExporter
 from protocols.rows import SupervisedChildRow, SupervisorFailureRow, SupervisorStatusRow
 
 log = logging.getLogger(__name__)
@@ -135,7 +144,13 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start_loop:
-            self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
+            self.start()
+
+    def start(self) -> None:
+        """Start the reconcile loop (a daemon thread, one tick every ``tick_s``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"{self.name}-loop",
+                                            daemon=True)
             self._thread.start()
 
     # ---------------------------------------------------------------- the loop
@@ -337,3 +352,203 @@ class Supervisor:
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
+
+
+# ------------------------------------------------------------------------------ the process
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisorSpec:
+    """One supervisor of a `SupervisionTree`: `Supervisor`'s arguments but the probe, clock and
+    metrics, which the tree provides. Picklable: Ray keeps the tree's constructor arguments to
+    start its process again."""
+
+    name: str
+    children: tuple[str, ...]
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: RestartIntensity | None = None
+    parent: str | None = None
+    rebuild: Callable[[], None] | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    """``tick_s``, ``ping_every_s``, ``ping_timeout_s``, ``restart_timeout_s``, ``slow_start_s``
+    where they differ from `Supervisor`'s defaults."""
+
+
+class SupervisionTree:
+    """Every supervisor of a tree in one process; for a cluster's tree, also its directory.
+
+    Why one process: a Ray worker costs 5-7 ms of CPU per second whatever it does (its core
+    worker's threads), so four supervisor actors and a directory actor cost an idle cluster
+    ~25 ms/s (issue 10) for tables and loops that mostly sleep. Here each supervisor keeps its
+    own loop thread, so a child whose ping hangs holds up its own supervisor only. A parent
+    reaches its child supervisors in this process (`ChildProbe` through `_TreeProbe`): a ping is
+    a method call; an escalation, a rebuild and a restart of a child supervisor are posted to
+    one mailbox thread, asynchronous as between actors, so no supervisor runs another's code
+    on its own loop or under its own lock. Children that are not supervisors (books, readers,
+    gateways) are reached through the injected `ActorProbe` (Ray's, in a cluster).
+
+    If the process dies, Ray starts it again from the same specs (``max_restarts=-1``): a
+    supervisor holds nothing its children do not (its failure history starts anew, as a
+    supervisor actor's did after a restart), and it finds its children running.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[SupervisorSpec],
+        probe: ActorProbe,
+        *,
+        topology: bytes = b"",
+        metrics: MetricsExporter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        start_loops: bool = True,
+    ) -> None:
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a supervision tree names each supervisor once: {names}")
+        self._specs = {spec.name: spec for spec in specs}
+        self._topology = topology
+        self._metrics = None if metrics is None else _SharedExporter(metrics)
+        self._clock = clock
+        self._probe = _TreeProbe(self, probe)
+        self._mailbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervision-mail")
+        self._lock = threading.Lock()
+        self._supervisors: dict[str, Supervisor | None] = {
+            name: self._make(spec) for name, spec in self._specs.items()
+        }
+        """None: stopped for good by its parent (its children are not watched any more)."""
+        if start_loops:
+            for supervisor in self._supervisors.values():
+                assert supervisor is not None
+                supervisor.start()
+
+    def _make(self, spec: SupervisorSpec) -> Supervisor:
+        return Supervisor(
+            spec.name, spec.children, probe=self._probe, strategy=spec.strategy,
+            intensity=spec.intensity, parent=spec.parent, rebuild=spec.rebuild,
+            clock=self._clock, start_loop=False, metrics=self._metrics, **spec.timing)
+
+    def supervisor(self, name: str) -> Supervisor | None:
+        """Return a supervisor of the tree (None if its parent stopped it); `LookupError` if
+        the tree has none of that name."""
+        if name not in self._specs:
+            raise LookupError(f"no supervisor {name!r} in this tree ({list(self._specs)})")
+        with self._lock:
+            return self._supervisors[name]
+
+    def post(self, action: Callable[..., Any], *args: Any) -> None:
+        """Run ``action(*args)`` on the mailbox thread, in order, logging what it raises."""
+        self._mailbox.submit(_logged, action, *args)
+
+    def replace(self, name: str, restart: bool) -> None:
+        """Stop a supervisor's loop; start a fresh one from its spec if ``restart`` (its
+        children keep running and are watched anew), else leave it stopped for good."""
+        with self._lock:
+            old = self._supervisors[name]
+            self._supervisors[name] = None
+        if old is not None:
+            old.stop()
+        if restart:
+            fresh = self._make(self._specs[name])
+            with self._lock:
+                self._supervisors[name] = fresh
+            fresh.start()
+        log.warning("supervision: %s %s", name, "restarted" if restart else "stopped for good")
+
+    # ---------------------------------------------------------------- calls
+
+    def ping(self) -> tuple[str, int]:
+        """Answer a health check: (this process's incarnation, supervisors running)."""
+        with self._lock:
+            running = sum(supervisor is not None for supervisor in self._supervisors.values())
+        return f"supervision:{id(self)}", running
+
+    def status(self, name: str) -> SupervisorStatusRow:
+        """Return one supervisor's status (`Supervisor.status`; a stopped one says so)."""
+        supervisor = self.supervisor(name)
+        if supervisor is None:
+            spec = self._specs[name]
+            intensity = spec.intensity or RestartIntensity()
+            return SupervisorStatusRow(
+                name=name, state="stopped", strategy=str(spec.strategy),
+                max_restarts=intensity.max_restarts, within_s=intensity.within_s,
+                recent_failures=0, children=[], history=[])
+        return supervisor.status()
+
+    def statuses(self) -> list[SupervisorStatusRow]:
+        """Return every supervisor's status, in the order of the specs (the root first)."""
+        return [self.status(name) for name in self._specs]
+
+    def topology(self) -> bytes:
+        """Return the cluster's encoded topology (the directory's answer to drivers)."""
+        if not self._topology:
+            raise LookupError("this supervision tree holds no topology")
+        return self._topology
+
+    def stop(self) -> None:
+        """Stop every loop and the mailbox (the children keep running)."""
+        with self._lock:
+            running = [supervisor for supervisor in self._supervisors.values() if supervisor]
+        for supervisor in running:
+            supervisor.stop()
+        self._mailbox.shutdown(wait=False, cancel_futures=True)
+
+
+class _TreeProbe:
+    """The `ChildProbe` of a tree's supervisors: child supervisors in the tree's process, every
+    other child through the tree's `ActorProbe`."""
+
+    def __init__(self, tree: SupervisionTree, actors: ActorProbe) -> None:
+        self.tree = tree
+        self.actors = actors
+
+    def _in_tree(self, name: str) -> bool:
+        return name in self.tree._specs
+
+    def ping(self, name: str, timeout_s: float) -> Ping:
+        if not self._in_tree(name):
+            return self.actors.ping(name, timeout_s)
+        supervisor = self.tree.supervisor(name)
+        if supervisor is None:
+            return Ping(outcome=Outcome.DOWN, detail=f"{name} was stopped by its parent")
+        incarnation, failures = supervisor.ping()
+        return Ping(outcome=Outcome.ANSWERED, incarnation=incarnation, offset=failures)
+
+    def alive(self, name: str) -> bool | None:
+        if not self._in_tree(name):
+            return self.actors.alive(name)
+        return self.tree.supervisor(name) is not None
+
+    def kill(self, name: str, *, restart: bool) -> None:
+        if not self._in_tree(name):
+            self.actors.kill(name, restart=restart)
+            return
+        self.tree.post(self.tree.replace, name, restart)
+
+    def tell_escalated(self, parent: str, child: str, reason: str) -> None:
+        supervisor = self.tree.supervisor(parent)  # LookupError: not in this tree
+        if supervisor is not None:
+            self.tree.post(supervisor.on_child_escalated, child, reason)
+
+    def tell_rebuild(self, child: str) -> None:
+        supervisor = self.tree.supervisor(child)
+        if supervisor is not None:
+            self.tree.post(supervisor.rebuild)
+
+
+class _SharedExporter:
+    """One metrics exporter for every supervisor of a tree, each exporting from its own loop."""
+
+    def __init__(self, exporter: MetricsExporter) -> None:
+        self._exporter = exporter
+        self._lock = threading.Lock()
+
+    def export(self, reading: MeterReading) -> None:
+        with self._lock:
+            self._exporter.export(reading)
+
+
+def _logged(action: Callable[..., Any], *args: Any) -> None:
+    try:
+        action(*args)
+    except Exception:  # a message that fails must not stop the mailbox
+        log.exception("supervision: %s failed", getattr(action, "__qualname__", action))

@@ -1,10 +1,11 @@
 """CPU budget of the order path: CPU time of every process of the cluster, per order.
 
-Starts a private local Ray, a 2-shard raytrade cluster and one gateway, and reads the CPU time
+Starts a private local Ray, a 2-shard raytrade cluster with one gateway (as ``raytrade up``
+starts it: the gateway supervised in the cluster's tree), and reads the CPU time
 (user + system, from /proc/<pid>/stat) of every process of the cluster before and after a fixed
 load: the Ray daemons (gcs_server, raylet, the dashboard and runtime-env agents, log monitor),
 every Ray worker (book actors, the readers with the risk and position models, gateway,
-supervisors, directory, idle workers; all found as descendants of this driver, which started
+the supervision tree, idle workers; all found as descendants of this driver, which started
 Ray), this driver, and the load generators (each reads its own CPU around its load and
 reports it). The loads:
 
@@ -33,7 +34,8 @@ only.
     python benchmarks/bench_cpu.py --quick    # a smoke run (< 1 minute)
     python benchmarks/bench_cpu.py --idle-only --idle-seconds 20   # load 4 alone, per process
 
-Roles: gateway, books, readers (risk + positions), supervisors, directory, ray (daemons and
+Roles: gateway, books, readers (risk + positions), supervisors (the supervision tree's
+process, which is also the directory), ray (daemons and
 idle workers), driver (this process: idle Ray threads and the catch-up polls; in load 3 it is
 the client, counted as clients), clients (the load generators), other (e.g. multiprocessing's
 resource tracker).
@@ -61,14 +63,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "bench-token"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-ROLES = ("gateway", "books", "readers", "supervisors", "directory", "ray", "driver", "clients",
-         "other")
+ROLES = ("gateway", "books", "readers", "supervisors", "ray", "driver", "clients", "other")
 ACTOR_ROLES = {
     "BookActor": "books",
     "ShardReader": "readers",
     "GatewayActor": "gateway",
-    "Supervisor": "supervisors",
-    "Directory": "directory",
+    "SupervisionTree": "supervisors",
 }
 SYMBOLS = ("AAPL", "BTC-USD", "MSFT", "NVDA")
 """The flow's symbols, as in bench_gateway.py: two per shard with 2 shards."""
@@ -620,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_process = run_in_process(config, in_process_orders, batch)
 
     from cluster.clients.ray_client import Client
-    from cluster.edge.wiring import start_cluster, start_gateways, start_ray
+    from cluster.edge.wiring import gateway_statuses, start_cluster, start_ray
     from cluster.gateway.auth import hash_token
     from cluster.gateway.config import GatewayConfig, TokenEntry
     from protocols.messages import OrderRejected
@@ -628,15 +628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start_ray(num_cpus=2, namespace=namespace)
     import ray
 
-    cluster = gateways = None
+    cluster = None
     try:
-        cluster = start_cluster(config, InstrumentRegistry.load())
         token = TokenEntry(sha256=hash_token(TOKEN), name="bench", admin=True)
-        gateways = start_gateways(cluster, [GatewayConfig(
+        cluster = start_cluster(config, InstrumentRegistry.load(), [GatewayConfig(
             port=0, tokens=[token], requests_per_second=1e12, max_batch_orders=100_000,
             max_message_bytes=64 << 20,
         )])
-        address = f"127.0.0.1:{gateways.ports[0]}"
+        address = f"127.0.0.1:{gateway_statuses(cluster)[0]['address'].rpartition(':')[2]}"
         client = Client(cluster)
         meter = ClusterCpu()
 
@@ -648,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 try:
-                    feeds = gateways.status()[0]["feeds"]
+                    feeds = gateway_statuses(cluster)[0]["feeds"]
                     if all(feed["next_seq"] >= targets[feed["shard"]] for feed in feeds):
                         return True
                 except (KeyError, IndexError, TypeError):
@@ -760,8 +759,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "rejected": client_rejected,
                                     "orders_per_s": round(orders / seconds)}
     finally:
-        if gateways is not None:
-            gateways.stop()
         if cluster is not None:
             cluster.stop()
         ray.shutdown()

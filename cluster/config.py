@@ -250,7 +250,8 @@ def load_cluster_config(path: Path | None, overrides: Mapping[str, object]) -> C
 
 class Topology(msgspec.Struct, frozen=True, kw_only=True):
     """What every process of a running cluster agrees on: settings, instruments, shards and
-    the names of its gateways. The directory actor hands it to drivers and gateways."""
+    the names of its gateways. The supervision tree's actor, as the cluster's directory, hands it
+    to drivers."""
 
     config: ClusterConfig
     instruments: tuple[Instrument, ...]

@@ -157,8 +157,9 @@ class Ping(msgspec.Struct, frozen=True, kw_only=True):
     ended, so that a new incarnation's restart is already in it."""
 
 
-class ChildProbe(Protocol):
-    """Reach a supervisor's children and parent: the one seam between supervision and Ray."""
+class ActorProbe(Protocol):
+    """Reach named actors: the one seam between supervision and Ray (`ChildProbe` without the
+    messages between supervisors, which a supervision tree delivers in its own process)."""
 
     def ping(self, name: str, timeout_s: float) -> Ping:
         """Health-check the named child within ``timeout_s``; never raise."""
@@ -173,6 +174,11 @@ class ChildProbe(Protocol):
     def kill(self, name: str, *, restart: bool) -> None:
         """Kill the named actor, to be restarted by Ray or for good; an absent actor is a no-op."""
         ...
+
+
+class ChildProbe(ActorProbe, Protocol):
+    """Reach a supervisor's children and parent: its children through an `ActorProbe`, its
+    parent and child supervisors by message."""
 
     def tell_escalated(self, parent: str, child: str, reason: str) -> None:
         """Tell the parent supervisor that ``child`` escalated (fire and forget)."""

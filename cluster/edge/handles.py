@@ -9,7 +9,7 @@ system is plain Python tested without a cluster, and one place decides what a Ra
   `ActorUnavailableError`; an error the actor raised itself that is one of raytrade's own
   (`RaytradeError`) is re-raised as it is;
 * connecting to a Ray that does not answer raises `ClusterUnreachableError`; a Ray without
-  raytrade's directory in the namespace raises `ClusterNotFoundError`;
+  raytrade's directory (its supervision tree) in the namespace raises `ClusterNotFoundError`;
 * a supervisor's health check never raises: `RayProbe.ping` turns every outcome into a `Ping`.
 
 The module is long (~730 lines) on purpose: it is the whole Ray edge, and one file is what
@@ -74,9 +74,12 @@ T = TypeVar("T")
 
 NAMESPACE = "raytrade"
 """The default Ray namespace of a raytrade cluster."""
-DIRECTORY = "directory"
 ROOT_SUPERVISOR = "supervisor"
+"""The root supervisor, and the actor that runs the cluster's whole supervision tree and
+answers as its directory (`actors.supervisor.SupervisionTree`)."""
 GATEWAY_SUPERVISOR = "supervisor-gateways"
+"""The gateways' supervisor: in the cluster's tree, or, for gateways started over a running
+cluster (`cluster.edge.wiring.start_gateways`), the actor running a tree of its own."""
 
 
 def book_name(shard: int) -> str:
@@ -90,7 +93,7 @@ def reader_name(shard: int) -> str:
 
 
 def shard_supervisor_name(shard: int) -> str:
-    """Return the actor name of a shard's supervisor."""
+    """Return the name of a shard's supervisor (in the cluster's tree)."""
     return f"supervisor-shard-{shard}"
 
 
@@ -647,19 +650,16 @@ class ReaderHandle(_ShardActor):
 
 
 class SupervisorHandle(_Actor):
-    """A supervisor (`actors.supervisor.Supervisor`)."""
+    """A supervision tree's process (`actors.supervisor.SupervisionTree`), named after its
+    root: the supervisors in it answer through it."""
 
-    def status(self) -> Call[SupervisorStatusRow]:
-        """Ask for the supervisor's state, children and restart history."""
-        return self.send("status")
+    def supervisor_status(self, name: str) -> Call[SupervisorStatusRow]:
+        """Ask for one supervisor's state, children and restart history."""
+        return self.send("status", name)
 
-    def tell_escalated(self, child: str, reason: str) -> None:
-        """Tell this supervisor that its child supervisor escalated (fire and forget)."""
-        self.send("on_child_escalated", child, reason)
-
-    def tell_rebuild(self) -> None:
-        """Tell this supervisor to start fresh children (fire and forget)."""
-        self.send("rebuild")
+    def statuses(self) -> Call[list[SupervisorStatusRow]]:
+        """Ask for every supervisor's status, the root first."""
+        return self.send("statuses")
 
 
 class GatewayHandle(_Actor):
@@ -702,10 +702,10 @@ class GatewayFeeds:
 
 
 class DirectoryHandle(_Actor):
-    """The directory actor (`actors.directory.Directory`): the cluster's topology."""
+    """The cluster's directory: its topology, held by the supervision tree's process."""
 
     def __init__(self, namespace: str, *, timeout_s: float | None = 10.0) -> None:
-        super().__init__(DIRECTORY, namespace, timeout_s=timeout_s)
+        super().__init__(ROOT_SUPERVISOR, namespace, timeout_s=timeout_s)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         DirectoryHandle.__init__(self, state["namespace"], timeout_s=state["timeout_s"])
@@ -735,7 +735,7 @@ class AgentHandle(_Actor):
 
 
 class RayProbe:
-    """A supervisor's view of its children through Ray (an `actors.core.supervision.ChildProbe`).
+    """A supervisor's view of its children through Ray (an `actors.core.supervision.ActorProbe`).
 
     Handles are looked up once per child and again only after a failure. `alive` reads the
     state this process's Ray core worker keeps for every actor it holds a handle to: Ray's
@@ -797,14 +797,6 @@ class RayProbe:
         """Kill a child's process (Ray restarts it if ``restart``); no-op if none runs."""
         self._handles.pop(name, None)
         kill(name, self.namespace, restart=restart)
-
-    def tell_escalated(self, parent: str, child: str, reason: str) -> None:
-        """Tell the parent supervisor that ``child`` escalated."""
-        SupervisorHandle(parent, self.namespace).tell_escalated(child, reason)
-
-    def tell_rebuild(self, child: str) -> None:
-        """Tell a child supervisor to rebuild its subtree."""
-        SupervisorHandle(child, self.namespace).tell_rebuild()
 
 
 _ALIVE = ActorTableData.ALIVE

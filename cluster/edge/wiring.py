@@ -6,7 +6,11 @@ The supervision tree of a cluster, every actor named and detached in the cluster
     supervisor                       root, one-for-one over the subtrees
     ├── supervisor-shard-k           per shard: book-k, reader-k (shard_strategy)
     └── supervisor-gateways          gateway-0, gateway-1, ... (when gateways are configured)
-    directory                        hands the `Topology` to drivers and gateways
+
+The supervisors are not actors of their own: one actor, ``supervisor``, runs the whole tree
+(`actors.supervisor.SupervisionTree`) and also answers as the directory that hands the
+`Topology` to drivers. Gateways started over a running cluster (`start_gateways`) get their
+own ``supervisor-gateways`` actor, a tree of one supervisor.
 
 Per shard ``k``: ``book-k`` is the shard's sequencer (`actors.book_actor.BookActor`);
 ``reader-k`` reads the shard's log into its read models, risk and positions
@@ -35,15 +39,13 @@ import msgspec
 
 from actors.book_actor import BookActor
 from actors.core.supervision import RestartIntensity, Strategy
-from actors.directory import Directory
 from actors.gateway_actor import GatewayActor
 from actors.projections import ShardReader
-from actors.supervisor import Supervisor
+from actors.supervisor import SupervisionTree, SupervisorSpec
 from cluster import tracing
 from cluster.config import ClusterConfig, InstrumentRegistry, ShardMap, Topology, shard_instruments
 from cluster.edge import handles
 from cluster.edge.handles import (
-    DIRECTORY,
     GATEWAY_SUPERVISOR,
     ROOT_SUPERVISOR,
     BookHandle,
@@ -230,29 +232,26 @@ def placement_of(config: ClusterConfig, role: str) -> tuple[str, float, bool]:
     return resource, 0.001, False
 
 
-def _supervisor(name: str, children: Sequence[str], namespace: str, *, strategy: Strategy,
-                intensity: RestartIntensity, parent: str | None, rebuild: Any = None,
-                ping_every_s: float | None = None) -> None:
-    timing: dict[str, Any] = {} if ping_every_s is None else {"ping_every_s": ping_every_s}
-    handles.spawn(Supervisor, name, namespace, name, list(children), probe=RayProbe(namespace),
-                  strategy=strategy, intensity=intensity, parent=parent, rebuild=rebuild,
-                  metrics=handles.RayMetrics(namespace), **timing)
+def _spawn_tree(name: str, specs: Sequence[SupervisorSpec], namespace: str, *,
+                topology: bytes = b"") -> None:
+    """Start the actor that runs a supervision tree (named after its root)."""
+    handles.spawn(SupervisionTree, name, namespace, list(specs), RayProbe(namespace),
+                  topology=topology, metrics=handles.RayMetrics(namespace))
 
 
-def shard_ping_every_s(config: ClusterConfig) -> float | None:
-    """Return how often a shard's supervisor pings its children while all is well (None: the
-    supervisor's default).
+def shard_timing(config: ClusterConfig) -> dict[str, float]:
+    """Return a shard supervisor's timing where it differs from `Supervisor`'s defaults.
 
     A book actor's ping also syncs its journal, and is the only timer that bounds what the
     ``interval`` fsync policy leaves unsynced on an idle shard (`BookActor.ping`): with that
     policy the shard's children are pinged at every tick, as before the supervisors learned to
     skip pings of healthy children.
     """
-    return 0.0 if config.fsync == "interval" else None
+    return {"ping_every_s": 0.0} if config.fsync == "interval" else {}
 
 
 class GatewayGroup:
-    """The running gateways of a cluster and their supervisor."""
+    """Gateways started over a running cluster, and the supervision tree that watches them."""
 
     def __init__(self, namespace: str, names: list[str], ports: list[int]) -> None:
         self.namespace = namespace
@@ -273,52 +272,73 @@ class GatewayGroup:
 
     def supervision(self) -> SupervisorStatusRow:
         """Return the gateway supervisor's status."""
-        return SupervisorHandle(GATEWAY_SUPERVISOR, self.namespace).status().result(30.0)
+        return SupervisorHandle(GATEWAY_SUPERVISOR, self.namespace).supervisor_status(
+            GATEWAY_SUPERVISOR).result(30.0)
 
     def stop(self) -> None:
         """Stop the supervisor first (so nothing restarts), then every gateway."""
         _stop_all([GATEWAY_SUPERVISOR, *self.names], self.namespace)
 
 
+def _launch_gateways(cluster: Cluster, configs: Sequence[GatewayConfig], trees: Sequence[str],
+                     ready_timeout_s: float) -> tuple[list[str], list[int], GatewayStarter]:
+    """Start the gateway actors and wait until they serve: (names, ports, their starter).
+
+    ``trees``: the supervision trees' actors whose supervisors a gateway's status reports.
+    """
+    topology = cluster.topology
+    config = tracing.resolve(topology.config)
+    names = [gateway_name(index) for index in range(len(configs))]
+    factories = {
+        name: GatewayServerFactory(gateway, config, topology.instruments, topology.pins, trees)
+        for name, gateway in zip(names, configs, strict=True)
+    }
+    starter = GatewayStarter(cluster.namespace, factories, placement_of(config, "gateway"))
+    try:
+        ports = handles.wait_all(starter.start(), ready_timeout_s)
+    except BaseException:
+        _stop_all(names, cluster.namespace)
+        raise
+    for name, port, gateway in zip(names, ports, configs, strict=True):
+        log.info("gateway %s serving on %s:%d", name, gateway.host, port)
+    return names, ports, starter
+
+
+def _gateway_spec(names: Sequence[str], starter: GatewayStarter, intensity: RestartIntensity,
+                  parent: str | None) -> SupervisorSpec:
+    return SupervisorSpec(name=GATEWAY_SUPERVISOR, children=tuple(names),
+                          strategy=Strategy.ONE_FOR_ONE, intensity=intensity, parent=parent,
+                          rebuild=starter)
+
+
 def start_gateways(
     cluster: Cluster,
     configs: Sequence[GatewayConfig],
     *,
-    parent: str | None = None,
     intensity: RestartIntensity | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> GatewayGroup:
     """Start gateways over a running cluster, and their supervisor; wait until they serve.
 
-    ``parent`` names the supervisor to escalate to (the root, once it lists
-    ``supervisor-gateways`` among its children); None makes the gateway supervisor give up on
-    its own past its restart intensity. A gateway that cannot bind raises `PortInUseError` or
-    `GatewayStartError`.
+    The supervisor runs in an actor of its own (``supervisor-gateways``) and has no parent:
+    past its restart intensity it gives up. (Gateways started with the cluster,
+    `start_cluster`'s ``gateway_configs``, are supervised in the cluster's tree, under the
+    root.) A gateway that cannot bind raises `PortInUseError` or `GatewayStartError`.
     """
-    topology = cluster.topology
-    config = tracing.resolve(topology.config)
+    config = cluster.topology.config
     namespace = cluster.namespace
-    names = [gateway_name(index) for index in range(len(configs))]
-    supervisors = [ROOT_SUPERVISOR, *(shard_supervisor_name(k) for k in range(config.shards)),
-                   GATEWAY_SUPERVISOR]
-    factories = {
-        name: GatewayServerFactory(gateway, config, topology.instruments, topology.pins,
-                                   supervisors)
-        for name, gateway in zip(names, configs, strict=True)
-    }
-    starter = GatewayStarter(namespace, factories, placement_of(config, "gateway"))
+    names, ports, starter = _launch_gateways(cluster, configs,
+                                             [ROOT_SUPERVISOR, GATEWAY_SUPERVISOR],
+                                             ready_timeout_s)
+    intensity = intensity or RestartIntensity(max_restarts=config.restart_max,
+                                              within_s=config.restart_within_s)
     try:
-        ports = handles.wait_all(starter.start(), ready_timeout_s)
+        _spawn_tree(GATEWAY_SUPERVISOR, [_gateway_spec(names, starter, intensity, None)],
+                    namespace)
+        SupervisorHandle(GATEWAY_SUPERVISOR, namespace).ping().result(ready_timeout_s)
     except BaseException:
-        _stop_all(names, namespace)
+        _stop_all([GATEWAY_SUPERVISOR, *names], namespace)
         raise
-    _supervisor(GATEWAY_SUPERVISOR, names, namespace, strategy=Strategy.ONE_FOR_ONE,
-                intensity=intensity or RestartIntensity(max_restarts=config.restart_max,
-                                                        within_s=config.restart_within_s),
-                parent=parent, rebuild=starter)
-    SupervisorHandle(GATEWAY_SUPERVISOR, namespace).ping().result(ready_timeout_s)
-    for name, port, gateway in zip(names, ports, configs, strict=True):
-        log.info("gateway %s serving on %s:%d", name, gateway.host, port)
     return GatewayGroup(namespace, names, ports)
 
 
@@ -342,9 +362,9 @@ class Cluster:
         """Return the handle of a shard's read models (risk and positions)."""
         return ReaderHandle(shard, self.namespace)
 
-    def supervisor(self, name: str) -> SupervisorHandle:
-        """Return a supervisor's handle."""
-        return SupervisorHandle(name, self.namespace)
+    def supervision_tree(self) -> SupervisorHandle:
+        """Return the handle of the actor that runs the cluster's supervisors."""
+        return SupervisorHandle(ROOT_SUPERVISOR, self.namespace)
 
     def handle(self, name: str) -> Any:
         """Return Ray's own handle of a named actor (tests and benchmarks kill it for real)."""
@@ -363,12 +383,11 @@ class Cluster:
         return names
 
     def actor_names(self) -> list[str]:
-        """Return the name of every actor of the cluster: supervisors, gateways, per shard its
-        book and reader, and the directory."""
-        names = [*self.supervisor_names(), *self.topology.gateways]
+        """Return the name of every actor of the cluster: the supervision tree (which is also
+        the directory), the gateways, per shard its book and reader."""
+        names = [ROOT_SUPERVISOR, *self.topology.gateways]
         for shard in range(self.shards):
             names += [book_name(shard), reader_name(shard)]
-        names.append(DIRECTORY)
         return names
 
     def placements(self) -> dict[str, handles.ActorLocation | None]:
@@ -376,9 +395,8 @@ class Cluster:
         return {name: handles.locate(name, self.namespace) for name in self.actor_names()}
 
     def supervision(self) -> list[SupervisorStatusRow]:
-        """Return the status of every supervisor."""
-        return handles.wait_all([self.supervisor(name).status() for name in
-                                 self.supervisor_names()], 30.0)
+        """Return the status of every supervisor, the root first."""
+        return self.supervision_tree().statuses().result(30.0)
 
     def stop(self) -> None:
         """Stop supervision first (so nothing restarts), then every actor of the cluster."""
@@ -423,25 +441,25 @@ def start_cluster(
         starters = [ShardStarter(config, shard, grouped[shard]) for shard in range(config.shards)]
         handles.wait_all([ping for starter in starters for ping in starter.start()],
                          ready_timeout_s)
-        handles.spawn(Directory, DIRECTORY, namespace, msgspec.msgpack.encode(topology))
         intensity = RestartIntensity(max_restarts=config.restart_max,
                                      within_s=config.restart_within_s)
-        root_children = [shard_supervisor_name(shard) for shard in range(config.shards)]
+        specs = [
+            SupervisorSpec(name=shard_supervisor_name(shard),
+                           children=(book_name(shard), reader_name(shard)),
+                           strategy=Strategy(config.shard_strategy), intensity=intensity,
+                           parent=ROOT_SUPERVISOR, rebuild=starters[shard],
+                           timing=shard_timing(config))
+            for shard in range(config.shards)
+        ]
         if gateway_configs:
-            # started before the root, so the root never pings a child that does not exist yet
-            start_gateways(cluster, gateway_configs, parent=ROOT_SUPERVISOR,
-                           intensity=intensity, ready_timeout_s=ready_timeout_s)
-            root_children.append(GATEWAY_SUPERVISOR)
-        _supervisor(ROOT_SUPERVISOR, root_children, namespace, strategy=Strategy.ONE_FOR_ONE,
-                    intensity=intensity, parent=None)
-        for shard in range(config.shards):
-            _supervisor(shard_supervisor_name(shard),
-                        [book_name(shard), reader_name(shard)], namespace,
-                        strategy=Strategy(config.shard_strategy), intensity=intensity,
-                        parent=ROOT_SUPERVISOR, rebuild=starters[shard],
-                        ping_every_s=shard_ping_every_s(config))
-        handles.wait_all([cluster.supervisor(name).ping() for name in cluster.supervisor_names()],
-                         ready_timeout_s)
+            names, _, starter = _launch_gateways(cluster, gateway_configs, [ROOT_SUPERVISOR],
+                                                 ready_timeout_s)
+            specs.append(_gateway_spec(names, starter, intensity, ROOT_SUPERVISOR))
+        root = SupervisorSpec(name=ROOT_SUPERVISOR, children=tuple(spec.name for spec in specs),
+                              strategy=Strategy.ONE_FOR_ONE, intensity=intensity)
+        _spawn_tree(ROOT_SUPERVISOR, [root, *specs], namespace,
+                    topology=msgspec.msgpack.encode(topology))
+        cluster.supervision_tree().ping().result(ready_timeout_s)
     except BaseException:
         cluster.stop()
         raise

@@ -161,7 +161,7 @@ class GatewayServer:
         instruments: Sequence[Instrument],
         pins: dict[str, int],
         data_dir: str,
-        supervisors: Sequence[str] = (),
+        supervision_trees: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.config = config
@@ -179,7 +179,8 @@ class GatewayServer:
             instruments, {i.symbol: shard_map.shard_of(i.symbol) for i in instruments}
         )
         self.tokens = TokenRegistry(config.tokens)
-        self.supervisors = list(supervisors)
+        self.supervision_trees = list(supervision_trees)
+        """The actors running the supervision trees whose supervisors GetStatus reports."""
         self.health = health.aio.HealthServicer()
         self.metrics = GatewayMetrics(name)
         self.metered = cluster.metrics
@@ -216,7 +217,7 @@ class GatewayServer:
                 server,
                 TradingService(self.core, self.tokens, self.converter, self.config),
                 AdminService(self.core, self.tokens, self.converter, self.config,
-                             lambda: self.supervisors),
+                             lambda: self.supervision_trees),
                 self.health,
             )
             port = self._bind(server, server_credentials(self.config))
@@ -300,14 +301,14 @@ class GatewayServerFactory:
         cluster: ClusterConfig,
         instruments: Sequence[Instrument],
         pins: dict[str, int],
-        supervisors: Sequence[str] = (),
+        supervision_trees: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.cluster = cluster
         self.instruments = list(instruments)
         self.pins = dict(pins)
         self.data_dir = str(Path(cluster.data_dir).resolve())
-        self.supervisors = list(supervisors)
+        self.supervision_trees = list(supervision_trees)
 
     def __call__(self, name: str) -> GatewayServer:
         return GatewayServer(
@@ -317,5 +318,5 @@ class GatewayServerFactory:
             instruments=self.instruments,
             pins=self.pins,
             data_dir=self.data_dir,
-            supervisors=self.supervisors,
+            supervision_trees=self.supervision_trees,
         )

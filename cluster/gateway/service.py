@@ -526,10 +526,10 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
 
     def __init__(
         self, core: GatewayCore, tokens: TokenRegistry, converter: Converter,
-        config: GatewayConfig, supervisors: Callable[[], list[str]],
+        config: GatewayConfig, supervision_trees: Callable[[], list[str]],
     ) -> None:
         super().__init__(core, tokens, converter, config)
-        self.supervisors = supervisors
+        self.supervision_trees = supervision_trees
 
     def _admin(self, context: Context) -> Principal:
         principal = self._principal(context)
@@ -586,7 +586,7 @@ class AdminService(_Base, pb_grpc.AdminServiceServicer):
     ) -> pb.GetStatusResponse:
         self._admin(context)
         shards = await self.core.shard_statuses()
-        supervisors = await supervisor_statuses(self.core.namespace, self.supervisors())
+        supervisors = await supervisor_statuses(self.core.namespace, self.supervision_trees())
         return self.converter.status(self.core.name, shards, supervisors)
 
 

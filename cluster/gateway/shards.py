@@ -79,17 +79,19 @@ class ShardLink:
         return await self.reader.positions(account)
 
 
-async def supervisor_statuses(namespace: str, names: Sequence[str]
+async def supervisor_statuses(namespace: str, trees: Sequence[str]
                               ) -> list[SupervisorStatusRow]:
-    """Return the status of the named supervisors that answer (the others are left out)."""
+    """Return the status of every supervisor in the named supervision trees that answer (the
+    others are left out)."""
 
-    async def one(name: str) -> SupervisorStatusRow | None:
+    async def one(tree: str) -> list[SupervisorStatusRow]:
         try:
-            row = await SupervisorHandle(name, namespace).status().wait(HEALTH_TIMEOUT_S)
-            return row
+            rows: list[SupervisorStatusRow] = await SupervisorHandle(tree, namespace).statuses(
+            ).wait(HEALTH_TIMEOUT_S)
+            return rows
         except RaytradeError as error:
-            log.info("supervisor %s did not answer: %s", name, error)
-            return None
+            log.info("supervision tree %s did not answer: %s", tree, error)
+            return []
 
-    rows = await asyncio.gather(*(one(name) for name in names))
-    return [row for row in rows if row is not None]
+    found = await asyncio.gather(*(one(tree) for tree in trees))
+    return [row for rows in found for row in rows]

@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors.supervisor import SupervisionTree, SupervisorSpec
+from cluster.edge.handles import RayProbe
+from protocols.rows import SupervisorStatusRow
 
 
 class Worker:
@@ -58,3 +65,25 @@ class WorkerStarter:
             .remote(name, self.crash_on_start_file)
             for name in self.names
         ]
+
+
+class Supervised:
+    """One supervisor of a `SupervisionTree` actor, asked as the tests ask it."""
+
+    def __init__(self, tree: Any, name: str) -> None:
+        self.tree = tree
+        self.name = name
+
+    def status(self) -> SupervisorStatusRow:
+        row: SupervisorStatusRow = ray.get(self.tree.status.remote(self.name))
+        return row
+
+
+def start_supervision(tree_name: str, namespace: str, specs: list[SupervisorSpec]) -> Any:
+    """Start a `SupervisionTree` actor over ``specs`` (children reached through Ray, as in a
+    cluster) and wait until it answers; return Ray's handle of it."""
+    tree: Any = ray.remote(SupervisionTree).options(
+        name=tree_name, namespace=namespace, num_cpus=0, lifetime="detached",
+    ).remote(specs, RayProbe(namespace))
+    ray.get(tree.ping.remote())
+    return tree

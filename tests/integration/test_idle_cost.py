@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import ray
 
-from actors.supervisor import Supervisor
-from cluster.edge.handles import LOG_MONITOR_ENV, RAY_SYSTEM_CONFIG, RayProbe
-from protocols.rows import SupervisorStatusRow
+from actors.supervisor import SupervisorSpec
+from cluster.edge.handles import LOG_MONITOR_ENV, RAY_SYSTEM_CONFIG
+from tests.integration.supervised import Supervised, start_supervision
 
 pytestmark = [pytest.mark.ray]
 
@@ -56,7 +56,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def supervised(ping_every_s: float) -> Iterator[tuple[str, Any]]:
+def supervised(ping_every_s: float) -> Iterator[tuple[str, Supervised]]:
     """Start three counting workers and a supervisor over them (a fast tick, the given ping
     period); stop them all afterwards."""
     namespace = f"idle-cost-{next(_namespaces)}"
@@ -64,14 +64,15 @@ def supervised(ping_every_s: float) -> Iterator[tuple[str, Any]]:
     workers = [ray.remote(CountingWorker).options(name=name, max_restarts=-1,
                                                   max_task_retries=0, **options).remote()
                for name in NAMES]
-    supervisor: Any = ray.remote(Supervisor).options(name="supervisor", **options).remote(
-        "supervisor", NAMES, probe=RayProbe(namespace), tick_s=TICK_S, ping_every_s=ping_every_s)
+    tree = start_supervision("supervisor", namespace, [SupervisorSpec(
+        name="supervisor", children=tuple(NAMES),
+        timing={"tick_s": TICK_S, "ping_every_s": ping_every_s})])
+    supervisor = Supervised(tree, "supervisor")
     try:
         ray.get([worker.pings_answered.remote() for worker in workers])
 
         def all_up() -> bool:
-            status: SupervisorStatusRow = ray.get(supervisor.status.remote())
-            return all(child.up for child in status.children)
+            return all(child.up for child in supervisor.status().children)
 
         wait_until(all_up)
         yield namespace, supervisor
@@ -104,14 +105,14 @@ def test_a_death_is_seen_without_waiting_for_the_ping_period(ray_session: None) 
     with supervised(ping_every_s=120.0) as (namespace, supervisor):
         ray.get_actor("second", namespace=namespace).crash.remote()
         started = time.monotonic()
-        wait_until(lambda: ray.get(supervisor.status.remote()).history != [], timeout_s=60.0)
+        wait_until(lambda: supervisor.status().history != [], timeout_s=60.0)
         seen_after_s = time.monotonic() - started
-        status: SupervisorStatusRow = ray.get(supervisor.status.remote())
+        status = supervisor.status()
         assert [entry.child for entry in status.history] == ["second"]
         assert seen_after_s < 60.0  # (1.7 s here: until the restarted worker answers)
         wait_until(lambda: all(child.up for child in
-                               ray.get(supervisor.status.remote()).children))
-        assert ray.get(supervisor.status.remote()).recent_failures == 1
+                               supervisor.status().children))
+        assert supervisor.status().recent_failures == 1
 
 
 def test_ray_runs_with_the_idle_settings(ray_session: None) -> None:

@@ -11,16 +11,14 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
 
 from actors.core.supervision import RestartIntensity, Strategy
-from actors.supervisor import Supervisor
-from cluster.edge.handles import RayProbe
+from actors.supervisor import SupervisorSpec
 from protocols.rows import SupervisorStatusRow
-from tests.integration.supervised import WorkerStarter
+from tests.integration.supervised import Supervised, WorkerStarter, start_supervision
 
 pytestmark = [pytest.mark.ray, pytest.mark.chaos]
 
@@ -45,36 +43,36 @@ def incarnations(names: list[str], namespace: str) -> dict[str, str]:
     return found
 
 
-def all_up(supervisor: Any) -> bool:
+def all_up(supervisor: Supervised) -> bool:
     """Tell whether the supervisor itself has seen every child up."""
-    status: SupervisorStatusRow = ray.get(supervisor.status.remote())
-    return all(child.up for child in status.children)
+    return all(child.up for child in supervisor.status().children)
 
 
 def start_tree(
     strategy: Strategy, intensity: RestartIntensity, crash_file: str = "",
     root_intensity: RestartIntensity | None = None, restart_timeout_s: float = 30.0,
-) -> tuple[str, list[str], Any, Any]:
+) -> tuple[str, list[str], Supervised, Supervised]:
     namespace = f"supervision-{next(_namespaces)}"
     names = ["first", "second", "third"]
     starter = WorkerStarter(names, namespace, crash_file)
     ray.get([worker.ping.remote() for worker in starter.start()])  # type: ignore[attr-defined]
-    options: dict[str, Any] = {"namespace": namespace, "num_cpus": 0, "lifetime": "detached"}
-    root: Any = ray.remote(Supervisor).options(name="root", **options).remote(
-        "root", ["subtree"], probe=RayProbe(namespace),
-        intensity=root_intensity or RestartIntensity(max_restarts=3, within_s=60), tick_s=0.2,
-    )
-    subtree: Any = ray.remote(Supervisor).options(name="subtree", **options).remote(
-        "subtree", names, probe=RayProbe(namespace), strategy=strategy, intensity=intensity,
-        parent="root", rebuild=starter, tick_s=0.2, restart_timeout_s=restart_timeout_s,
-    )
-    ray.get([root.ping.remote(), subtree.ping.remote()])
+    # both supervisors in one tree's process, as in a cluster: the root reaches the subtree
+    # in-process, the subtree its workers through Ray
+    tree = start_supervision("tree", namespace, [
+        SupervisorSpec(name="root", children=("subtree",),
+                       intensity=root_intensity or RestartIntensity(max_restarts=3, within_s=60),
+                       timing={"tick_s": 0.2}),
+        SupervisorSpec(name="subtree", children=tuple(names), strategy=strategy,
+                       intensity=intensity, parent="root", rebuild=starter,
+                       timing={"tick_s": 0.2, "restart_timeout_s": restart_timeout_s}),
+    ])
+    root, subtree = Supervised(tree, "root"), Supervised(tree, "subtree")
     wait_until(lambda: all_up(subtree))
     return namespace, names, root, subtree
 
 
 def stop_tree(namespace: str, names: list[str]) -> None:
-    for name in ["root", "subtree", *names]:
+    for name in ["tree", *names]:
         with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
 
@@ -106,8 +104,8 @@ def test_each_strategy_restarts_the_right_children(
 
         wait_until(settled)
         # the supervisor sees the death at its next tick, which may come after the restart
-        wait_until(lambda: ray.get(subtree.status.remote()).history != [])
-        status = ray.get(subtree.status.remote())
+        wait_until(lambda: subtree.status().history != [])
+        status = subtree.status()
         assert isinstance(status, SupervisorStatusRow)  # a typed row crosses Ray as it is
         assert status.state == "running"
         assert status.history[0].child == crashed
@@ -125,7 +123,7 @@ def test_a_live_child_that_fails_its_health_checks_is_restarted(ray_session: Non
         before = incarnations(names, namespace)
         ray.get(ray.get_actor("second", namespace=namespace).fail_pings.remote())
         wait_until(lambda: incarnations(names, namespace)["second"] not in ("", before["second"]))
-        assert ray.get(subtree.status.remote()).history[0].child == "second"
+        assert subtree.status().history[0].child == "second"
         assert incarnations(names, namespace)["first"] == before["first"]
     finally:
         stop_tree(namespace, names)
@@ -139,15 +137,15 @@ def test_too_many_failures_escalate_and_the_parent_rebuilds(ray_session: None) -
     )
     try:
         crash("first", namespace)
-        wait_until(lambda: ray.get(subtree.status.remote()).history != [])
+        wait_until(lambda: subtree.status().history != [])
         # failures closer together than a health-check tick count once: let it see the restart
         wait_until(lambda: all_up(subtree))
         crash("first", namespace)
         wait_until(lambda: any("escalated" in h.reason
-                               for h in ray.get(root.status.remote()).history))
-        wait_until(lambda: ray.get(subtree.status.remote()).state == "running"
+                               for h in root.status().history))
+        wait_until(lambda: subtree.status().state == "running"
                    and all(incarnations(names, namespace).values()))
-        assert ray.get(subtree.status.remote()).recent_failures == 0
+        assert subtree.status().recent_failures == 0
     finally:
         stop_tree(namespace, names)
 
@@ -165,8 +163,8 @@ def test_a_crash_loop_stops_after_a_bounded_number_of_tries(
     try:
         crash_file.touch()
         crash("third", namespace)
-        wait_until(lambda: ray.get(root.status.remote()).state == "failed", timeout_s=60)
-        assert ray.get(subtree.status.remote()).state == "escalated"
+        wait_until(lambda: root.status().state == "failed", timeout_s=60)
+        assert subtree.status().state == "escalated"
 
         def stopped() -> bool:
             try:
