@@ -96,6 +96,33 @@ def test_replay_of_the_journal_gives_the_live_events(tmp_path: Path) -> None:
     assert tail == [e for e in events if e.seq >= middle]
 
 
+def test_a_replay_of_a_range_gives_exactly_its_events(tmp_path: Path) -> None:
+    """``replay_events(from_seq, to_seq)`` yields the events of that range and no other,
+    whether the range ends inside a batch or on its boundaries."""
+    live = book(tmp_path, snapshot_every_events=700)
+    events = []
+    commands = flow()
+    batch_ends = []
+    for index in range(0, len(commands), 100):
+        events.extend(events_for(live, commands[index : index + 100]))
+        batch_ends.append(events[-1].seq)
+    inside = events[len(events) // 3].seq
+    cases = [
+        (1, batch_ends[0]),
+        (batch_ends[0] + 1, batch_ends[2]),
+        (inside, inside),
+        (inside, batch_ends[-2] - 7),
+        (batch_ends[1] + 1, None),
+    ]
+    for from_seq, to_seq in cases:
+        batches = list(replay_events(tmp_path, 0, INSTRUMENTS, from_seq, to_seq))
+        assert all(batches)
+        expected = [
+            e for e in events if e.seq >= from_seq and (to_seq is None or e.seq <= to_seq)
+        ]
+        assert [e for batch in batches for e in batch] == expected, (from_seq, to_seq)
+
+
 def test_resubmitted_orders_survive_a_restart_as_duplicates(tmp_path: Path) -> None:
     """The idempotency window is part of the recovered state: a retry after a crash is
     recognised, not entered twice."""
