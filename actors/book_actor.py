@@ -19,15 +19,23 @@ ones, so time-based snapshots happen exactly when a test says. So is tracing: gi
 ``tracer_factory`` (an OpenTelemetry `Tracer`), each batch is a ``raytrade.shard/batch`` span
 linked to the spans of the requests in it, with the journal append as a child span
 (`actors.tracing`); without one nothing is traced and OpenTelemetry is not even imported.
+
+Calls may come from two threads: Ray's, which runs the actor's methods one at a time, and,
+when the cluster runs one, the shard's own gRPC front end (``front_end_factory``,
+`cluster.gateway.direct`), which reaches the book without a Ray call. Every method that reads
+or changes the shard's state holds the actor's lock (`_serialized`), so the shard still
+applies one batch at a time, in one order, whoever sent it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
@@ -69,6 +77,28 @@ if TYPE_CHECKING:
     from actors.tracing import ShardTracing
 
 log = logging.getLogger(__name__)
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _serialized(method: _Method) -> _Method:
+    """Run the method under the actor's lock (see the module's docstring)."""
+
+    @functools.wraps(method)
+    def locked(self: BookActor, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
+class FrontEnd(Protocol):
+    """A front end serving clients from the book actor's own process (`front_end_factory`)."""
+
+    @property
+    def address(self) -> str:
+        """Where it listens (``host:port``), or ``failed: <why>``."""
+        ...
 
 
 class EventSink(Protocol):
@@ -191,6 +221,7 @@ class BookActor:
         on_journal_failure: Callable[[str], None] | None = None,
         metrics: MetricsExporter | None = None,
         tracer_factory: Callable[[], Tracer] | None = None,
+        front_end_factory: Callable[[BookActor], FrontEnd] | None = None,
         snapshot_every_events: int = 200_000,
         snapshot_every_s: float = 300.0,
         client_order_id_window: int = CLIENT_ORDER_ID_WINDOW,
@@ -208,9 +239,12 @@ class BookActor:
         of lingering. Without one this actor only refuses every later call.
         ``metrics`` receives what each batch did (`BatchMeter`), about once a second; None
         records nothing. ``tracer_factory`` makes this process's `Tracer` (called here, in
-        the actor's process); None traces nothing.
+        the actor's process); None traces nothing. ``front_end_factory`` starts a front end in
+        this process once the shard has recovered (given this actor; it calls
+        `apply_batch_with_ends`); None starts none.
         """
         tune_gc()
+        self._lock = threading.RLock()
         self.clock = clock
         self.wall_clock_ns = wall_clock_ns
         self.shard_id = shard_id
@@ -237,6 +271,7 @@ class BookActor:
         self._failed: str | None = None
         self._apply_default_limits(default_limits)
         log.info("shard %d: %s", self.shard_id, core_build.summary())
+        self.front_end = front_end_factory(self) if front_end_factory is not None else None
 
     def _recover(self) -> tuple[RiskLimits, MatchingEngine]:
         """Load the newest snapshot, replay the journal after it, check, then serve.
@@ -308,6 +343,7 @@ class BookActor:
         reply = self.apply(decode_commands(payload), ends, origin, traceparents)
         return _encode_with_ends(ends, reply)
 
+    @_serialized
     def apply(self, commands: Sequence[Command], ends: list[int] | None = None,
               origin: str = "", traceparents: Sequence[str] = ()) -> bytes:
         """Apply a decoded command batch; return its encoded events (see `apply_batch`;
@@ -373,6 +409,7 @@ class BookActor:
                 self.on_journal_failure(self._failed)
             raise
 
+    @_serialized
     def snapshot(self) -> int:
         """Write a snapshot now; return the first event it does not cover."""
         if self.log is None:
@@ -389,6 +426,7 @@ class BookActor:
                  self.clock() - started)
         return next_seq
 
+    @_serialized
     def sync(self) -> None:
         """Make every journaled batch durable now (for the ``interval`` fsync policy's timer)."""
         if self.log is not None:
@@ -396,19 +434,23 @@ class BookActor:
 
     # ---------------------------------------------------------------- queries
 
+    @_serialized
     def state(self) -> ShardState:
         """Return the shard's full state (a copy)."""
         return shard_state(self.risk, self.engine)
 
+    @_serialized
     def state_hashes(self) -> dict[str, str]:
         """Return hashes of the books (live orders and order ids), the engine and the risk."""
         return state_hashes(self.risk, self.engine)
 
+    @_serialized
     def l1(self, symbol: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         """Return best bid and ask as ``(price, quantity)`` or None per side."""
         book: OrderBook = self.engine.books[symbol]
         return book.l1()
 
+    @_serialized
     def l2(
         self, symbol: str, depth: int
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
@@ -416,6 +458,7 @@ class BookActor:
         book: OrderBook = self.engine.books[symbol]
         return book.l2(depth)
 
+    @_serialized
     def order(self, order_id: int) -> OrderRow | None:
         """Return a live order, or None if it is not open."""
         for symbol, book in self.engine.books.items():
@@ -424,6 +467,7 @@ class BookActor:
                 return _order_row(symbol, order)
         return None
 
+    @_serialized
     def open_orders(self, account: str, symbol: str = "") -> list[OrderRow]:
         """Return the account's live orders (in one symbol or all), by order id."""
         rows = [
@@ -435,6 +479,7 @@ class BookActor:
         ]
         return sorted(rows, key=lambda row: row.order_id)
 
+    @_serialized
     def status(self) -> ShardStatusRow:
         """Return counters and the position in the sequence, for `raytrade status`."""
         return ShardStatusRow(
@@ -446,8 +491,10 @@ class BookActor:
             commands=self.commands,
             resting_orders=sum(len(book.orders) for book in self.engine.books.values()),
             failed=self._failed,
+            front_end=self.front_end.address if self.front_end is not None else "",
         )
 
+    @_serialized
     def ping(self) -> tuple[str, int]:
         """Answer a health check: this process's incarnation and the next sequence number.
 
@@ -465,6 +512,7 @@ class BookActor:
         """Return this actor's process id (tests kill it for real)."""
         return os.getpid()
 
+    @_serialized
     def add_reader(self, name: str, handle: object) -> None:
         """Publish this shard's events to another reader from now on (e.g. a gateway)."""
         if self.sink is not None and hasattr(self.sink, "add_reader"):

@@ -14,6 +14,9 @@ reports it). The loads:
    ``batched_grpc_packed_us_per_order``), in ABBA order, half the calls per leg;
 2. single-order gRPC ``SubmitOrder`` at 200/s, open loop (each sent at its scheduled time);
 3. the Python client (`cluster.clients.ray_client.Client`), batches of 1000, 4 in flight;
+1b/2b. loads 1 (packed) and 2 sent straight to each shard's own front end
+   (`cluster.gateway.direct`), one load generator per shard with that shard's symbols (keys
+   ``batched_direct_us_per_order``, ``single_direct_us_per_order``);
 4. no load at all: the idle CPU per second of the whole cluster;
 5. the same shard work in one process, no Ray: a `BookActor` per shard with the cluster's
    journal policy, its events folded by in-process risk and position read models, and the
@@ -173,12 +176,12 @@ class ClusterCpu:
 # ------------------------------------------------------------------------------ the flow
 
 
-def flow_instruments() -> list[Any]:
-    """Return the instruments the flow trades (`SYMBOLS`, from the default registry)."""
+def flow_instruments(symbols: Sequence[str] = SYMBOLS) -> list[Any]:
+    """Return the instruments the flow trades (``symbols``, from the default registry)."""
     from cluster.config import InstrumentRegistry
 
     found = {item.symbol: item for item in InstrumentRegistry.load().instruments}
-    return [found[symbol] for symbol in SYMBOLS]
+    return [found[symbol] for symbol in symbols]
 
 
 def order_fields(instruments: Sequence[Any], account: str, serial: int,
@@ -238,14 +241,15 @@ def packed_order_row(fields: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _batched_worker(address: str, account: str, calls: int, batch: int, in_flight: int,
-                    warmup_calls: int, packed: bool, go: Any, results: Any) -> None:
+                    warmup_calls: int, packed: bool, symbols: Sequence[str], go: Any,
+                    results: Any) -> None:
     import grpc
     import msgspec
 
     from protocols.generated import trading_pb2 as pb
     from protocols.generated import trading_pb2_grpc as pb_grpc
 
-    instruments = flow_instruments()
+    instruments = flow_instruments(symbols)
     channel = grpc.insecure_channel(address, options=_channel_options())
     stub = pb_grpc.TradingServiceStub(channel)
     metadata = (("authorization", f"Bearer {TOKEN}"),)
@@ -291,13 +295,13 @@ def _batched_worker(address: str, account: str, calls: int, batch: int, in_fligh
 
 
 async def _open_loop(address: str, account: str, rate: float, count: int, warmup: int,
-                     go: Any, results: Any) -> None:
+                     symbols: Sequence[str], go: Any, results: Any) -> None:
     import grpc
 
     from protocols.generated import trading_pb2 as pb
     from protocols.generated import trading_pb2_grpc as pb_grpc
 
-    instruments = flow_instruments()
+    instruments = flow_instruments(symbols)
     channel = grpc.aio.insecure_channel(address)
     stub = pb_grpc.TradingServiceStub(channel)
     metadata = (("authorization", f"Bearer {TOKEN}"),)
@@ -350,9 +354,9 @@ async def _open_loop(address: str, account: str, rate: float, count: int, warmup
                  "p99_ms": at(0.99), "p999_ms": at(0.999)})
 
 
-def _single_worker(address: str, account: str, rate: float, count: int, warmup: int, go: Any,
-                   results: Any) -> None:
-    asyncio.run(_open_loop(address, account, rate, count, warmup, go, results))
+def _single_worker(address: str, account: str, rate: float, count: int, warmup: int,
+                   symbols: Sequence[str], go: Any, results: Any) -> None:
+    asyncio.run(_open_loop(address, account, rate, count, warmup, symbols, go, results))
 
 
 def _collect(results: Any, processes: list[Any], timeout_s: float) -> list[dict[str, Any]]:
@@ -550,6 +554,8 @@ def print_table(report: dict[str, Any]) -> None:
         ("batched gRPC, us/order", report["batched_grpc"]),
         ("batched gRPC packed, us/order", report["batched_grpc_packed"]),
         ("single gRPC 200/s, us/order", report["single_grpc"]),
+        ("batched to shards, us/order", report["batched_direct"]),
+        ("single to shards 200/s, us/order", report["single_direct"]),
         ("Python client, us/order", report["client_batched"]),
         ("in-process shard, us/order", report["in_process"]),
         ("idle, ms of CPU per s", report["idle"]),
@@ -631,11 +637,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = None
     try:
         token = TokenEntry(sha256=hash_token(TOKEN), name="bench", admin=True)
-        cluster = start_cluster(config, InstrumentRegistry.load(), [GatewayConfig(
-            port=0, tokens=[token], requests_per_second=1e12, max_batch_orders=100_000,
-            max_message_bytes=64 << 20,
-        )])
+        edge = GatewayConfig(port=0, tokens=[token], requests_per_second=1e12,
+                             max_batch_orders=100_000, max_message_bytes=64 << 20)
+        cluster = start_cluster(config, InstrumentRegistry.load(), [edge], front_ends=edge)
         address = f"127.0.0.1:{gateway_statuses(cluster)[0]['address'].rpartition(':')[2]}"
+        front_ends = cluster.front_ends()
+        shard_symbols = [[symbol for symbol in SYMBOLS if cluster.shard_map.shard_of(symbol)
+                          == shard] for shard in range(config.shards)]
         client = Client(cluster)
         meter = ClusterCpu()
 
@@ -688,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             legs[packed].append(run_generators(meter, settle, [
                 (_batched_worker, (address, f"{'packed' if packed else 'batched'}{index}-"
                                    f"{leg}-{run}", batched_calls // 2, batch, in_flight, 3,
-                                   packed))
+                                   packed, SYMBOLS))
                 for index in range(processes)
             ], timeout_s=300))
         for packed, key in ((False, "batched_grpc"), (True, "batched_grpc_packed")):
@@ -706,13 +714,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"(2) single gRPC: {single_count} orders at {single_rate:.0f}/s open loop ...",
               flush=True)
         used = run_generators(meter, settle, [
-            (_single_worker, (address, f"single-{run}", single_rate, single_count, 100)),
+            (_single_worker, (address, f"single-{run}", single_rate, single_count, 100,
+                              SYMBOLS)),
         ], timeout_s=120)
         row = used["rows"][0]
         report["single_grpc"] = {
             **per_order(used, row["orders"], idle_s_per_s),
             **{key: row[key] for key in ("errors", "achieved_rate", "p50_ms", "p99_ms",
                                          "p999_ms")},
+            "rate": single_rate,
+        }
+
+        # the same loads straight to each shard's own front end (cluster.gateway.direct): one
+        # load generator per shard, sending that shard's symbols only
+        print(f"(1b) batched gRPC to the shards' front ends, packed: {config.shards} processes "
+              f"x {in_flight} in flight x {batch} orders x {batched_calls // 2} calls ...",
+              flush=True)
+        used = run_generators(meter, settle, [
+            (_batched_worker, (front_ends[shard], f"direct{shard}-{run}", batched_calls // 2,
+                               batch, in_flight, 3, True, shard_symbols[shard]))
+            for shard in range(config.shards)
+        ], timeout_s=300)
+        orders = sum(row["orders"] for row in used["rows"])
+        report["batched_direct"] = {
+            **per_order(used, orders, idle_s_per_s),
+            "rejected": sum(row["rejected"] for row in used["rows"]),
+            "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
+        }
+        print(f"(2b) single gRPC to the shards' front ends: {single_count} orders at "
+              f"{single_rate:.0f}/s open loop, {single_rate / config.shards:.0f}/s per shard ...",
+              flush=True)
+        used = run_generators(meter, settle, [
+            (_single_worker, (front_ends[shard], f"single-direct{shard}-{run}",
+                              single_rate / config.shards, single_count // config.shards, 50,
+                              shard_symbols[shard]))
+            for shard in range(config.shards)
+        ], timeout_s=120)
+        rows = used["rows"]
+        report["single_direct"] = {
+            **per_order(used, sum(row["orders"] for row in rows), idle_s_per_s),
+            "errors": sum(row["errors"] for row in rows),
+            "achieved_rate": round(sum(row["achieved_rate"] for row in rows), 1),
+            # each generator's own percentiles; the worse of the two is the headline
+            **{key: max(row[key] for row in rows) for key in ("p50_ms", "p99_ms", "p999_ms")},
+            "per_shard": [{key: row[key] for key in ("p50_ms", "p99_ms", "achieved_rate")}
+                          for row in rows],
             "rate": single_rate,
         }
 
@@ -779,6 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batched_grpc_us_per_order": report["batched_grpc"]["total_us_per_order"],
         "batched_grpc_packed_us_per_order": report["batched_grpc_packed"]["total_us_per_order"],
         "single_grpc_us_per_order": report["single_grpc"]["total_us_per_order"],
+        "batched_direct_us_per_order": report["batched_direct"]["total_us_per_order"],
+        "single_direct_us_per_order": report["single_direct"]["total_us_per_order"],
         "client_batched_us_per_order": report["client_batched"]["total_us_per_order"],
         "idle_ms_per_s": report["idle"]["total_ms_per_s"],
         "in_process_us_per_order": report["in_process"]["total_us_per_order"],

@@ -58,6 +58,9 @@ class ShardStatusRow(msgspec.Struct, frozen=True, kw_only=True):
     """Orders resting in the shard's books now."""
     failed: str | None
     """Why the shard stopped serving (a journal append failed), or None while it serves."""
+    front_end: str = ""
+    """Where the shard's own gRPC front end listens (``host:port``), ``failed: <why>`` if it
+    could not start, empty if the cluster runs none (`cluster.gateway.direct`)."""
 
 
 class RiskStatusRow(msgspec.Struct, frozen=True, kw_only=True):

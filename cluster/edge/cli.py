@@ -1,6 +1,6 @@
 """The ``raytrade`` command.
 
-    raytrade up      [--shards N] [--gateway FILE | --dev-accounts A B]   serve until Ctrl-C
+    raytrade up      [--shards N] [--gateway FILE | --dev-accounts A B] [--front-ends FILE]
     raytrade up      --address HOST:PORT [--namespace NS] ...           start in a Ray cluster
     raytrade down    --address HOST:PORT [--namespace NS]               stop it, Ray stays up
     raytrade demo    [--orders N] [--seed S] [--shards N] ...           simulate and summarise
@@ -142,6 +142,16 @@ def _check_ports(gateways: Sequence[Any]) -> None:
                     f"gateway cannot listen on {gateway.address}: {error.strerror}") from error
 
 
+def _front_end_ports(front_ends: Any, shards: int) -> list[Any]:
+    """Return one config per shard's front end, each with its own port (for `_check_ports`)."""
+    if front_ends is None or front_ends.port == 0:
+        return []
+    import msgspec
+
+    return [msgspec.structs.replace(front_ends, port=front_ends.port + shard)
+            for shard in range(shards)]
+
+
 # ------------------------------------------------------------------------------ commands
 
 
@@ -151,11 +161,12 @@ def _up(args: argparse.Namespace) -> int:
     config = _cluster_config(args)
     registry = _checked_registry(args, config)
     gateways = [load_gateway_config(path) for path in args.gateway]
+    front_ends = load_gateway_config(args.front_ends) if args.front_ends else None
     tokens: dict[str, str] = {}
     if args.dev_accounts:
         dev, tokens = dev_gateway_config(args.dev_accounts, args.dev_port)
         gateways.append(dev)
-    _check_ports(gateways)
+    _check_ports([*gateways, *_front_end_ports(front_ends, config.shards)])
     layout.check_data_dir(config.data_dir, config.shards)
     run = LocalRun(verbose=args.verbose)
     try:
@@ -165,7 +176,7 @@ def _up(args: argparse.Namespace) -> int:
         layout.write_manifest(config.data_dir, config.shards)
         if not args.address:
             address = run.start_ray(args.num_cpus, config.namespace)
-        cluster = run.start_cluster(config, registry, gateways)
+        cluster = run.start_cluster(config, registry, gateways, front_ends)
         print(f"raytrade is up: {config.shards} shards, {len(registry.instruments)} instruments "
               f"({', '.join(registry.symbols)}), namespace {config.namespace!r}, Ray at "
               f"{address}, data in {Path(config.data_dir).resolve()}; {core_build.summary()}.")
@@ -176,6 +187,9 @@ def _up(args: argparse.Namespace) -> int:
                 status = GatewayHandle(name, config.namespace).status().result(30.0)
                 print(f"{name}: gRPC on {status['address']} "
                       f"({'TLS' if gateway.tls else 'plaintext, loopback'})")
+        if front_ends is not None:
+            for shard, where in enumerate(cluster.front_ends()):
+                print(f"shard {shard} front end (orders for its symbols only): {where}")
         for account, token in tokens.items():
             print(f"token for {account}: {token}")
         for line in connect_hints(config.namespace, address):
@@ -321,7 +335,8 @@ def _status(args: argparse.Namespace) -> int:
     for row in client.status():
         print(f"shard {row.shard}: {row.symbols}, next event {row.next_seq}, {row.batches} "
               f"batches, {row.commands} commands since start, {row.resting_orders} resting "
-              f"orders" + (f", FAILED: {row.failed}" if row.failed else ""))
+              f"orders" + (f", front end {row.front_end}" if row.front_end else "")
+              + (f", FAILED: {row.failed}" if row.failed else ""))
     for status in cluster.supervision():
         print(f"{status.name}: {status.state} ({status.strategy}, {status.recent_failures}/"
               f"{status.max_restarts} failures in {status.within_s:.0f} s)")
@@ -554,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"--config file's)")
     up.add_argument("--gateway", type=Path, action="append", default=[],
                     help="gRPC gateway TOML (repeat for several gateways; see docs/GATEWAY.md)")
+    up.add_argument("--front-ends", type=Path, metavar="FILE",
+                    help="also serve orders over gRPC from each shard's own process, for its "
+                         "own symbols: a gateway TOML (tokens, TLS, host); shard k listens on "
+                         "its port + k (docs/GATEWAY.md, \"A shard's own front end\")")
     up.add_argument("--dev-accounts", nargs="+", metavar="ACCOUNT",
                     help="also run a loopback plaintext gateway with fresh tokens for these "
                          "accounts and an admin, printed once (for trying the API)")

@@ -168,11 +168,12 @@ class LocalRun:
         self.cluster = None
 
     def start_cluster(self, config: ClusterConfig, registry: InstrumentRegistry,
-                      gateways: Sequence[Any] = ()) -> Any:
-        """Start the shards (and gateways); `start_cluster` stops them itself if this fails."""
+                      gateways: Sequence[Any] = (), front_ends: Any = None) -> Any:
+        """Start the shards (and gateways, and the shards' front ends); `start_cluster` stops
+        them itself if this fails."""
         from cluster.edge.wiring import start_cluster
 
-        self.cluster = start_cluster(config, registry, gateways)
+        self.cluster = start_cluster(config, registry, gateways, front_ends=front_ends)
         return self.cluster
 
     def close(self) -> None:

@@ -62,6 +62,7 @@ from cluster.edge.handles import (
 )
 from cluster.edge.publish import FanoutFactory
 from cluster.gateway.config import GatewayConfig
+from cluster.gateway.direct import DirectFrontEndFactory
 from cluster.gateway.server import GatewayServerFactory
 from cluster.storage import layout
 from cluster.storage.journal import FsyncPolicy
@@ -99,10 +100,13 @@ class ShardStarter:
     Picklable, so a shard's supervisor can hold it and rebuild the shard from its own process.
     """
 
-    def __init__(self, config: ClusterConfig, shard: int, instruments: Sequence[Instrument]):
+    def __init__(self, config: ClusterConfig, shard: int, instruments: Sequence[Instrument],
+                 front_end: DirectFrontEndFactory | None = None) -> None:
         self.config = config
         self.shard = shard
         self.instruments = list(instruments)
+        self.front_end = front_end
+        """Starts the shard's own gRPC front end in its book actor (`cluster.gateway.direct`)."""
 
     def __call__(self) -> None:
         for name in (book_name(self.shard), reader_name(self.shard)):
@@ -143,6 +147,7 @@ class ShardStarter:
             on_journal_failure=end_process,
             metrics=handles.RayMetrics(namespace) if config.metrics else None,
             tracer_factory=tracing.tracer_factory(config, "raytrade.shard"),
+            front_end_factory=self.front_end,
             snapshot_every_events=config.snapshot_every_events,
             client_order_id_window=config.client_order_id_window,
         )
@@ -394,6 +399,13 @@ class Cluster:
         """Return where Ray runs each actor of the cluster now (None: not found)."""
         return {name: handles.locate(name, self.namespace) for name in self.actor_names()}
 
+    def front_ends(self) -> list[str]:
+        """Return where each shard's own front end listens (``host:port``; ``failed: ...``
+        if it did not start; empty if the cluster runs none), by shard."""
+        statuses = handles.wait_all([self.book(shard).status() for shard in range(self.shards)],
+                                    30.0)
+        return [status.front_end for status in statuses]
+
     def supervision(self) -> list[SupervisorStatusRow]:
         """Return the status of every supervisor, the root first."""
         return self.supervision_tree().statuses().result(30.0)
@@ -416,10 +428,15 @@ def start_cluster(
     registry: InstrumentRegistry,
     gateway_configs: Sequence[GatewayConfig] = (),
     *,
+    front_ends: GatewayConfig | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Cluster:
     """Start the shards, the gateways (one per `GatewayConfig`), their supervisors under the root,
     and the directory; wait until every shard and gateway answers.
+
+    With ``front_ends``, each shard's book actor also serves orders for its own symbols over
+    gRPC from its own process (`cluster.gateway.direct`), on ``front_ends.port + shard`` (any
+    free port if 0) with that config's tokens, TLS and limits; `Cluster.front_ends` says where.
 
     If anything fails to start (or start-up is interrupted), what was started is stopped again
     before the exception propagates.
@@ -438,7 +455,11 @@ def start_cluster(
         layout.write_manifest(config.data_dir, config.shards)
     try:
         grouped = shard_instruments(registry, shard_map)
-        starters = [ShardStarter(config, shard, grouped[shard]) for shard in range(config.shards)]
+        direct = (None if front_ends is None else
+                  DirectFrontEndFactory(front_ends, config, registry.instruments,
+                                        dict(registry.pins)))
+        starters = [ShardStarter(config, shard, grouped[shard], direct)
+                    for shard in range(config.shards)]
         handles.wait_all([ping for starter in starters for ping in starter.start()],
                          ready_timeout_s)
         intensity = RestartIntensity(max_restarts=config.restart_max,

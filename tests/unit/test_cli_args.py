@@ -134,6 +134,20 @@ def test_a_busy_gateway_port_is_refused_before_ray(private_tmp: Path) -> None:
     assert_refused(result, f"gateway port {port}", "in use")
 
 
+def test_a_busy_front_end_port_is_refused_before_ray(private_tmp: Path) -> None:
+    """Shard 1's front end listens on the file's port + 1: held by another process, the
+    command names that port and stops before Ray starts."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = private_tmp / "front-ends.toml"
+        config.write_text(f'[gateway]\nhost = "127.0.0.1"\nport = {port - 1}\n')
+        result = raytrade(private_tmp, "up", "--shards", "2", "--front-ends", str(config),
+                          "--data-dir", str(private_tmp / "data"))
+    assert_refused(result, f"port {port}", "in use")
+
+
 def test_status_without_a_cluster_says_how_to_start_one(private_tmp: Path) -> None:
     """No raytrade cluster on this machine: one line pointing at `raytrade up`, exit 1, no
     traceback. (Ray's "auto" finds any Ray running here by its processes, the test session's
