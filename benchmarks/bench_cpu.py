@@ -554,8 +554,9 @@ def print_table(report: dict[str, Any]) -> None:
         ("batched gRPC, us/order", report["batched_grpc"]),
         ("batched gRPC packed, us/order", report["batched_grpc_packed"]),
         ("single gRPC 200/s, us/order", report["single_grpc"]),
-        ("batched to shards, us/order", report["batched_direct"]),
-        ("single to shards 200/s, us/order", report["single_direct"]),
+        *([("batched to shards, us/order", report["batched_direct"]),
+           ("single to shards 200/s, us/order", report["single_direct"])]
+          if "single_direct" in report else []),
         ("Python client, us/order", report["client_batched"]),
         ("in-process shard, us/order", report["in_process"]),
         ("idle, ms of CPU per s", report["idle"]),
@@ -597,6 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics", choices=("on", "off"), default="on",
                         help="actors and gateway record metrics (off: what they cost, see "
                              "bench_metrics.py)")
+    parser.add_argument("--front-ends", choices=("on", "off"), default="on",
+                        help="each shard also serves its own gRPC front end (loads 1b and 2b; "
+                             "off: the default cluster, loads 1b and 2b skipped)")
     parser.add_argument("--idle-seconds", type=float, default=None,
                         help="how long to measure the idle cluster (default 10 s, 4 s quick)")
     args = parser.parse_args(argv)
@@ -617,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "platform": platform.platform(), "load_average_at_start": os.getloadavg()},
         "cluster": {"shards": config.shards, "fsync": config.fsync, "gateways": 1,
-                    "metrics": config.metrics},
+                    "metrics": config.metrics, "front_ends": args.front_ends == "on"},
         "quick": quick,
     }
 
@@ -639,7 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         token = TokenEntry(sha256=hash_token(TOKEN), name="bench", admin=True)
         edge = GatewayConfig(port=0, tokens=[token], requests_per_second=1e12,
                              max_batch_orders=100_000, max_message_bytes=64 << 20)
-        cluster = start_cluster(config, InstrumentRegistry.load(), [edge], front_ends=edge)
+        direct = args.front_ends == "on"
+        cluster = start_cluster(config, InstrumentRegistry.load(), [edge],
+                                front_ends=edge if direct else None)
         address = f"127.0.0.1:{gateway_statuses(cluster)[0]['address'].rpartition(':')[2]}"
         front_ends = cluster.front_ends()
         shard_symbols = [[symbol for symbol in SYMBOLS if cluster.shard_map.shard_of(symbol)
@@ -727,40 +733,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # the same loads straight to each shard's own front end (cluster.gateway.direct): one
         # load generator per shard, sending that shard's symbols only
-        print(f"(1b) batched gRPC to the shards' front ends, packed: {config.shards} processes "
-              f"x {in_flight} in flight x {batch} orders x {batched_calls // 2} calls ...",
-              flush=True)
-        used = run_generators(meter, settle, [
-            (_batched_worker, (front_ends[shard], f"direct{shard}-{run}", batched_calls // 2,
-                               batch, in_flight, 3, True, shard_symbols[shard]))
-            for shard in range(config.shards)
-        ], timeout_s=300)
-        orders = sum(row["orders"] for row in used["rows"])
-        report["batched_direct"] = {
-            **per_order(used, orders, idle_s_per_s),
-            "rejected": sum(row["rejected"] for row in used["rows"]),
-            "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
-        }
-        print(f"(2b) single gRPC to the shards' front ends: {single_count} orders at "
-              f"{single_rate:.0f}/s open loop, {single_rate / config.shards:.0f}/s per shard ...",
-              flush=True)
-        used = run_generators(meter, settle, [
-            (_single_worker, (front_ends[shard], f"single-direct{shard}-{run}",
-                              single_rate / config.shards, single_count // config.shards, 50,
-                              shard_symbols[shard]))
-            for shard in range(config.shards)
-        ], timeout_s=120)
-        rows = used["rows"]
-        report["single_direct"] = {
-            **per_order(used, sum(row["orders"] for row in rows), idle_s_per_s),
-            "errors": sum(row["errors"] for row in rows),
-            "achieved_rate": round(sum(row["achieved_rate"] for row in rows), 1),
-            # each generator's own percentiles; the worse of the two is the headline
-            **{key: max(row[key] for row in rows) for key in ("p50_ms", "p99_ms", "p999_ms")},
-            "per_shard": [{key: row[key] for key in ("p50_ms", "p99_ms", "achieved_rate")}
-                          for row in rows],
-            "rate": single_rate,
-        }
+        if direct:
+            print(f"(1b) batched gRPC to the shards' front ends, packed: {config.shards} processes "
+                  f"x {in_flight} in flight x {batch} orders x {batched_calls // 2} calls ...",
+                  flush=True)
+            used = run_generators(meter, settle, [
+                (_batched_worker, (front_ends[shard], f"direct{shard}-{run}", batched_calls // 2,
+                                   batch, in_flight, 3, True, shard_symbols[shard]))
+                for shard in range(config.shards)
+            ], timeout_s=300)
+            orders = sum(row["orders"] for row in used["rows"])
+            report["batched_direct"] = {
+                **per_order(used, orders, idle_s_per_s),
+                "rejected": sum(row["rejected"] for row in used["rows"]),
+                "orders_per_s": round(orders / max(row["seconds"] for row in used["rows"])),
+            }
+            print(f"(2b) single gRPC to the shards' front ends: {single_count} orders at "
+                  f"{single_rate:.0f}/s open loop, {single_rate / config.shards:.0f}/s per "
+                  f"shard ...", flush=True)
+            used = run_generators(meter, settle, [
+                (_single_worker, (front_ends[shard], f"single-direct{shard}-{run}",
+                                  single_rate / config.shards, single_count // config.shards, 50,
+                                  shard_symbols[shard]))
+                for shard in range(config.shards)
+            ], timeout_s=120)
+            rows = used["rows"]
+            report["single_direct"] = {
+                **per_order(used, sum(row["orders"] for row in rows), idle_s_per_s),
+                "errors": sum(row["errors"] for row in rows),
+                "achieved_rate": round(sum(row["achieved_rate"] for row in rows), 1),
+                # each generator's own percentiles; the worse of the two is the headline
+                **{key: max(row[key] for row in rows) for key in ("p50_ms", "p99_ms", "p999_ms")},
+                "per_shard": [{key: row[key] for key in ("p50_ms", "p99_ms", "achieved_rate")}
+                              for row in rows],
+                "rate": single_rate,
+            }
 
         print(f"(3) Python client: {client_batches} batches of {batch}, {client_in_flight} in "
               f"flight ...", flush=True)
@@ -825,8 +832,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batched_grpc_us_per_order": report["batched_grpc"]["total_us_per_order"],
         "batched_grpc_packed_us_per_order": report["batched_grpc_packed"]["total_us_per_order"],
         "single_grpc_us_per_order": report["single_grpc"]["total_us_per_order"],
-        "batched_direct_us_per_order": report["batched_direct"]["total_us_per_order"],
-        "single_direct_us_per_order": report["single_direct"]["total_us_per_order"],
+        **({"batched_direct_us_per_order": report["batched_direct"]["total_us_per_order"],
+            "single_direct_us_per_order": report["single_direct"]["total_us_per_order"]}
+           if "single_direct" in report else {}),
         "client_batched_us_per_order": report["client_batched"]["total_us_per_order"],
         "idle_ms_per_s": report["idle"]["total_ms_per_s"],
         "in_process_us_per_order": report["in_process"]["total_us_per_order"],

@@ -149,6 +149,7 @@ class ShardStarter:
             tracer_factory=tracing.tracer_factory(config, "raytrade.shard"),
             front_end_factory=self.front_end,
             snapshot_every_events=config.snapshot_every_events,
+            snapshot_in_background=True,
             client_order_id_window=config.client_order_id_window,
         )
         return [BookHandle(shard, namespace).ping(),

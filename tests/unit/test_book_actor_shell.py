@@ -7,6 +7,7 @@ tick; an in-memory `ShardLog` records what the actor journals and snapshots.
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -113,6 +114,63 @@ def test_an_explicit_snapshot_restarts_the_period() -> None:
     clock.now += SNAPSHOT_EVERY_S - 1
     submit(actor, order(1))
     assert len(log.snapshots) == 1
+
+
+class HeldLog(MemoryLog):
+    """A log whose snapshot writes wait until the test lets them go (or fail when told)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.go = threading.Event()
+        self.fail = False
+
+    def save_snapshot(self, next_seq: int, state: ShardState) -> None:
+        self.writing.set()
+        assert self.go.wait(10.0), "the test never let the write go"
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        super().save_snapshot(next_seq, state)
+
+
+def test_a_background_snapshot_is_written_while_batches_go_on() -> None:
+    """With ``snapshot_in_background`` the batch that is due a snapshot returns with the write
+    still in progress, the next batches are applied meanwhile, and the snapshot written is the
+    state as it was when it was due, not the later one."""
+    log, clock = HeldLog(), FakeClock()
+    actor = book(log, clock, snapshot_in_background=True)
+    clock.now += SNAPSHOT_EVERY_S
+    submit(actor, order(1))
+    due_at, due_state = actor.engine.next_seq, actor.state()
+    assert log.writing.wait(10.0)
+    submit(actor, order(2))  # applied while the write is held
+    assert log.snapshots == [] and actor.engine.next_seq > due_at
+    log.go.set()
+    actor.snapshot()  # an explicit one waits until written: both are there now
+    assert [next_seq for next_seq, _ in log.snapshots] == [due_at, actor.engine.next_seq]
+    assert log.snapshots[0][1] == due_state
+
+
+def test_a_failed_background_snapshot_is_logged_and_the_shard_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A write that fails (a full disk) is logged, raises nowhere, and the writer writes the
+    next snapshot once the disk has room again."""
+    log, clock = HeldLog(), FakeClock()
+    log.fail = True
+    log.go.set()
+    actor = book(log, clock, snapshot_in_background=True)
+    submit(actor, order(1))
+    actor.snapshot()
+    assert log.snapshots == []
+    assert [record.getMessage() for record in caplog.records
+            if "failed" in record.getMessage()] == [
+        f"shard 0: the snapshot at event {actor.engine.next_seq - 1} failed; the next one "
+        f"tries again"]
+    submit(actor, order(2))
+    log.fail = False
+    actor.snapshot()
+    assert [next_seq for next_seq, _ in log.snapshots] == [actor.engine.next_seq]
 
 
 def test_the_wall_clock_stamps_the_default_limits_and_the_incarnation() -> None:
