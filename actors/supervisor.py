@@ -64,6 +64,7 @@ module imports no Ray; `cluster.edge.handles.RayProbe` is the probe a cluster in
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -461,6 +462,10 @@ class SupervisionTree:
         with self._lock:
             running = sum(supervisor is not None for supervisor in self._supervisors.values())
         return f"supervision:{id(self)}", running
+
+    def pid(self) -> int:
+        """Return this process's id (tests kill it for real)."""
+        return os.getpid()
 
     def status(self, name: str) -> SupervisorStatusRow:
         """Return one supervisor's status (`Supervisor.status`; a stopped one says so)."""

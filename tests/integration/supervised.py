@@ -10,6 +10,7 @@ from typing import Any
 import ray
 
 from actors.supervisor import SupervisionTree, SupervisorSpec
+from cluster.edge import handles
 from cluster.edge.handles import RayProbe
 from protocols.rows import SupervisorStatusRow
 
@@ -80,10 +81,10 @@ class Supervised:
 
 
 def start_supervision(tree_name: str, namespace: str, specs: list[SupervisorSpec]) -> Any:
-    """Start a `SupervisionTree` actor over ``specs`` (children reached through Ray, as in a
-    cluster) and wait until it answers; return Ray's handle of it."""
-    tree: Any = ray.remote(SupervisionTree).options(
-        name=tree_name, namespace=namespace, num_cpus=0, lifetime="detached",
-    ).remote(specs, RayProbe(namespace))
+    """Start a `SupervisionTree` actor over ``specs`` as a cluster does (`handles.spawn`:
+    detached, restarted by Ray when its process dies; children reached through Ray) and wait
+    until it answers; return Ray's handle of it."""
+    handles.spawn(SupervisionTree, tree_name, namespace, specs, RayProbe(namespace))
+    tree = ray.get_actor(tree_name, namespace=namespace)
     ray.get(tree.ping.remote())
     return tree

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +113,36 @@ def test_each_strategy_restarts_the_right_children(
         assert status.history[0].child == crashed
         time.sleep(1.0)  # nothing else restarts afterwards
         assert {n for n, i in incarnations(names, namespace).items() if i != before[n]} == restarted
+    finally:
+        stop_tree(namespace, names)
+
+
+def test_the_tree_comes_back_after_its_process_is_killed_and_supervises_again(
+    ray_session: None,
+) -> None:
+    """Every supervisor runs in the tree's one process: SIGKILL it, Ray starts it again from
+    the same specs, and the fresh supervisors find their children running (none restarted)
+    and restart the next one that dies."""
+    namespace, names, _, subtree = start_tree(Strategy.ONE_FOR_ONE, RestartIntensity())
+    try:
+        tree = subtree.tree
+        before, children = ray.get(tree.ping.remote())[0], incarnations(names, namespace)
+        os.kill(ray.get(tree.pid.remote()), signal.SIGKILL)
+
+        def back() -> bool:
+            try:
+                return bool(ray.get(tree.ping.remote(), timeout=2)[0] != before)
+            except Exception:
+                return False
+
+        wait_until(back, timeout_s=60)
+        wait_until(lambda: all_up(subtree))
+        assert incarnations(names, namespace) == children  # nothing restarted by the rebirth
+        assert subtree.status().history == []
+        crash("third", namespace)
+        wait_until(lambda: subtree.status().history != [])
+        assert subtree.status().history[0].child == "third"
+        wait_until(lambda: incarnations(names, namespace)["third"] not in ("", children["third"]))
     finally:
         stop_tree(namespace, names)
 
