@@ -531,8 +531,11 @@ class _TreeProbe:
 
     def tell_escalated(self, parent: str, child: str, reason: str) -> None:
         supervisor = self.tree.supervisor(parent)  # LookupError: not in this tree
-        if supervisor is not None:
-            self.tree.post(supervisor.on_child_escalated, child, reason)
+        if supervisor is None:
+            log.error("supervision: %s escalated to %s, which its own parent stopped: nobody "
+                      "decides for %s now (%s)", child, parent, child, reason)
+            return
+        self.tree.post(supervisor.on_child_escalated, child, reason)
 
     def tell_rebuild(self, child: str) -> None:
         supervisor = self.tree.supervisor(child)

@@ -22,6 +22,14 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(
+    # CI's second run of the core's tests on the interpreted build (test_compiled_core): the
+    # same derandomized search with fewer examples, for CI's time; the compiled build, which
+    # every process runs, gets the full 1000
+    "ci-pure",
+    parent=settings.get_profile("ci"),
+    max_examples=300,
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
