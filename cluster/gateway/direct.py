@@ -30,9 +30,11 @@ What it serves, and how it differs from a gateway:
   publishes them after the reply).
 
 The server runs in its own thread and event loop; the book actor's lock keeps its batches and
-Ray's calls one at a time (`actors.book_actor`). A front end that cannot start (port taken,
-TLS files unreadable) is logged and shows in the shard's status (``front_end: failed: ...``);
-the shard serves through the gateways all the same.
+Ray's calls one at a time (`actors.book_actor`). A fixed port that is taken is tried again
+for ``bind_retry_s`` (a restarted book's predecessor may hold it for a moment); a front end
+that cannot start (the port still taken, TLS files unreadable) is logged and shows in the
+shard's status (``front_end: failed: ...``); the shard serves through the gateways all the
+same.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -177,9 +180,14 @@ class DirectFrontEnd:
     """A shard's front end: a ``grpc.aio`` server on its own thread and event loop."""
 
     def __init__(self, shard: int, config: GatewayConfig, cluster: ClusterConfig,
-                 instruments: Sequence[Instrument], pins: dict[str, int], apply: Apply) -> None:
+                 instruments: Sequence[Instrument], pins: dict[str, int], apply: Apply,
+                 *, bind_retry_s: float = 10.0) -> None:
         self.shard = shard
         self.config = config
+        self.bind_retry_s = bind_retry_s
+        """How long a fixed port that is taken is tried again: a book actor restarted by a kill
+        may start while its predecessor's process still holds the port (Ray's kill is
+        asynchronous)."""
         self.name = f"shard-{shard}-front-end"
         shard_map = ShardMap(cluster.shards, pins)
         symbol_shard = {i.symbol: shard_map.shard_of(i.symbol) for i in instruments}
@@ -235,15 +243,20 @@ class DirectFrontEnd:
         checks = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checks, server)
         port = self.config.port + self.shard if self.config.port else 0
-        try:
-            credentials = server_credentials(self.config)
-            address = f"{self.config.host}:{port}"
-            bound = (server.add_insecure_port(address) if credentials is None
-                     else server.add_secure_port(address, credentials))
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise bind_error(self.config.host, port)
+        credentials = server_credentials(self.config)
+        address = f"{self.config.host}:{port}"
+        deadline = time.monotonic() + self.bind_retry_s
+        while True:
+            try:
+                bound = (server.add_insecure_port(address) if credentials is None
+                         else server.add_secure_port(address, credentials))
+            except RuntimeError:
+                bound = 0
+            if bound:
+                break
+            if not port or time.monotonic() >= deadline:
+                raise bind_error(self.config.host, port)
+            await asyncio.sleep(0.25)
         await server.start()
         for service in ("", TRADING_SERVICE):
             await checks.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 import msgspec
 import pytest
@@ -120,15 +121,36 @@ def test_the_server_serves_orders_sends_the_rest_elsewhere_and_stops(tmp_path: o
 
 
 def test_a_front_end_that_cannot_bind_says_why_and_does_not_raise() -> None:
-    """Its port taken: the book actor's constructor must not fail for it (the shard still
-    serves through the gateways); the address says what happened."""
+    """Its port taken for longer than it retries: the book actor's constructor must not fail
+    for it (the shard still serves through the gateways); the address says what happened."""
     registry = InstrumentRegistry.load()
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         front_end = DirectFrontEnd(0, GatewayConfig(port=port), ClusterConfig(shards=2),
-                                   registry.instruments, dict(registry.pins), FakeBook().apply)
+                                   registry.instruments, dict(registry.pins), FakeBook().apply,
+                                   bind_retry_s=0.3)
         front_end.start()
     assert front_end.address.startswith("failed: ") and str(port) in front_end.address
     front_end.stop()
+
+
+def test_a_port_freed_while_it_retries_is_taken() -> None:
+    """A restarted book's predecessor may still hold the port for a moment: the front end
+    binds once it is free, on the same port."""
+    registry = InstrumentRegistry.load()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    front_end = DirectFrontEnd(0, GatewayConfig(port=port), ClusterConfig(shards=2),
+                               registry.instruments, dict(registry.pins), FakeBook().apply)
+    releaser = threading.Timer(0.5, holder.close)
+    releaser.start()
+    try:
+        front_end.start()
+        assert front_end.address == f"127.0.0.1:{port}"
+    finally:
+        releaser.join()
+        front_end.stop()
