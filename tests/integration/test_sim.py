@@ -1,6 +1,6 @@
 """The agent simulation on a real local Ray: reproducible to the journal's bytes, with any shards.
 
-Five short runs (300 steps of 100 ms each), each on a fresh cluster and data dir: seed 7 twice
+Five short runs (150 steps of 100 ms each), each on a fresh cluster and data dir: seed 7 twice
 on 2 shards, seed 8 once on 2 shards, seed 7 twice on 4 shards. One more runs the ``raytrade
 sim`` command itself, as a subprocess with a private Ray of its own, and reads what it wrote
 with the tools a researcher uses (pyarrow, numpy).
@@ -31,7 +31,7 @@ from tests.integration.processes import processes_naming
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-STEPS = 300
+STEPS = 150
 COMMAND_TIMEOUT_S = 240
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _names = itertools.count()
@@ -187,7 +187,7 @@ def ray_tmp() -> Iterator[Path]:
 def test_the_command_writes_plots_journals_parquet_and_numpy(
     ray_tmp: Path, tmp_path: Path
 ) -> None:
-    """``raytrade sim --steps 300 --data-dir D --out O`` in a user's shell (its own Ray): exit
+    """``raytrade sim --steps 150 --data-dir D --out O`` in a user's shell (its own Ray): exit
     0; four whole PNGs; D holds both shards' journals, whose digest is the summary's; O's
     Parquet files read with pyarrow hold every trade, top of book and L2 delta, with the price
     scale in their metadata; arrays.npz loads with numpy (no pickle) and agrees; the earlier
