@@ -562,13 +562,13 @@ class SnapshotWriter:
     """Store a book actor's snapshots on a thread of their own.
 
     The state is copied on the command path (the only part that must see the shard still);
-    encoding, checksumming and writing it, with its fsyncs, took 0.2-0.35 s of a 1M-event
-    shard's 0.35-0.42 s snapshot here (issue 10), during which no batch was applied. On this
-    thread the encoding shares the interpreter with the batches (a switch every few ms) and
-    the writes and fsyncs release it. One snapshot is written at a time; one that is due
-    while another is being written waits, and a newer one replaces it (only the newest
-    matters). A failed write is logged and the next one tries again: the journal holds every
-    batch, so a missing snapshot only lengthens a recovery.
+    encoding, checksumming and writing it, with its fsyncs, follow on this thread. msgspec
+    encodes in one call that holds the interpreter, so the batches still wait for the
+    encoding (55-66 ms for a 1M-event shard here, `benchmarks/bench_snapshot_pause.py`); the
+    writes and fsyncs release it, and those leave the command path. One snapshot is written
+    at a time; one that is due while another is being written waits, and a newer one
+    replaces it (only the newest matters). A failed write is logged and the next one tries
+    again: the journal holds every batch, so a missing snapshot only lengthens a recovery.
     """
 
     def __init__(self, save: Callable[[int, ShardState, float], None], shard_id: int) -> None:
